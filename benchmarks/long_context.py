@@ -1,0 +1,123 @@
+"""Training-step time, tokens/s and peak memory of the DNA presets at long contexts.
+
+    python -m benchmarks.long_context                       # the default grid, on the GPU
+    python -m benchmarks.long_context --preset 7m --lengths 1048576 --batch 1
+
+Each row times full training steps (bf16 autocast forward, backward, AdamW step) after warm-up,
+with fresh random tokens every step, and reports the median step time, tokens per second and
+the peak GPU memory allocated during the timed steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from seqmodels.models import MambaConfig, MambaLM
+from seqmodels.tasks.optim import param_groups
+
+DEFAULT_GRID = [  # (preset, L, batch)
+    ("1.4m", 1024, 64),
+    ("7m", 1024, 64),
+    ("1.4m", 2**14, 4),
+    ("7m", 2**14, 4),
+    ("1.4m", 2**17, 1),
+    ("7m", 2**17, 1),
+    ("1.4m", 2**20, 1),
+    ("7m", 2**20, 1),
+]
+
+
+def time_training_step(
+    preset: str, length: int, batch: int, scan_impl: str, checkpointing: bool, steps: int, warmup: int
+) -> dict:
+    device = torch.device("cuda")
+    config = MambaConfig.from_name(preset, scan_impl=scan_impl, checkpointing=checkpointing)
+    model = MambaLM(config).to(device).train()
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, fused=True)
+    times = []
+    torch.cuda.reset_peak_memory_stats(device)
+    for i in range(warmup + steps):
+        tokens = torch.randint(7, 11, (batch, length + 1), device=device)  # A, C, G, T ids
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+        if i == warmup - 1:
+            torch.cuda.reset_peak_memory_stats(device)
+    step_s = statistics.median(times)
+    return {
+        "preset": preset,
+        "L": length,
+        "batch": batch,
+        "scan_impl": scan_impl,
+        "checkpointing": checkpointing,
+        "params": sum(p.numel() for p in model.parameters()),
+        "step_s": step_s,
+        "tokens_per_s": batch * length / step_s,
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+        "loss": float(loss),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["1.4m", "7m", "40.7m"], help="only this preset")
+    parser.add_argument("--lengths", type=int, nargs="*", help="only these lengths")
+    parser.add_argument("--batch", type=int, help="override the batch size of every row")
+    parser.add_argument("--scan-impl", default="auto", choices=["auto", "triton", "torch", "ref"])
+    parser.add_argument(
+        "--checkpointing", default="long", choices=["long", "on", "off"],
+        help="activation checkpointing per block: 'long' turns it on from L >= 2^17",
+    )
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks.long_context needs a CUDA GPU")
+
+    rows = []
+    for preset, length, batch in DEFAULT_GRID:
+        if args.preset and preset != args.preset or args.lengths and length not in args.lengths:
+            continue
+        ckpt = {"on": True, "off": False}.get(args.checkpointing, length >= 2**17)
+        try:
+            row = time_training_step(
+                preset, length, args.batch or batch, args.scan_impl, ckpt, args.steps, args.warmup
+            )
+        except torch.OutOfMemoryError:
+            row = {"preset": preset, "L": length, "batch": args.batch or batch, "error": "out of memory"}
+        torch.cuda.empty_cache()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
+    print(f"{'preset':>6} {'L':>8} {'batch':>5} {'ckpt':>5} {'step s':>8} {'tokens/s':>11} {'peak GiB':>9}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['preset']:>6} {r['L']:>8} {r['batch']:>5} {'':>5} {r['error']}")
+            continue
+        print(
+            f"{r['preset']:>6} {r['L']:>8} {r['batch']:>5} {str(r['checkpointing']):>5} "
+            f"{r['step_s']:8.3f} {r['tokens_per_s']:11.3e} {r['peak_gib']:9.2f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

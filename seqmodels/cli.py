@@ -1,0 +1,97 @@
+"""The ``seqmodels`` command.
+
+``seqmodels fit|validate|test|predict --config FILE [--section.key value ...]`` is a LightningCLI
+over the YAML files in ``configs/``; ``seqmodels prepare DATASET --root DIR`` downloads or
+validates a dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+class SeqModelsCLI(LightningCLI):
+    """LightningCLI with typed ``class_path`` model and data sections."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+
+def _prepare_hg38(root: str, download: bool) -> None:
+    from seqmodels.data.prepare import prepare_hg38
+
+    prepare_hg38(root, download=download)
+
+
+def _prepare_great_apes(root: str, download: bool) -> None:
+    from seqmodels.data.species_prepare import prepare_great_apes
+
+    prepare_great_apes(root, download=download)
+
+
+def _prepare_sc09(root: str, download: bool) -> None:
+    from seqmodels.data.audio_prepare import prepare_sc09
+
+    prepare_sc09(root, download=download)
+
+
+def _prepare_youtubemix(root: str, download: bool) -> None:
+    from seqmodels.data.audio_prepare import prepare_youtubemix
+
+    prepare_youtubemix(root, download=download)
+
+
+PREPARERS: dict[str, tuple[str, Callable[[str, bool], None]]] = {
+    "hg38": ("HG38 FASTA and the Basenji train/valid/test BED (DNA pretraining)", _prepare_hg38),
+    "great-apes": ("hg38, panTro6, gorGor6, ponAbe3, panPan3 from UCSC (species classification)", _prepare_great_apes),
+    "sc09": ("the ten digit words of Speech Commands v0.02 (SC09)", _prepare_sc09),
+    "youtubemix": ("YouTubeMix piano recordings", _prepare_youtubemix),
+}
+
+
+def prepare_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="seqmodels prepare",
+        description="Download a dataset when the network allows; otherwise validate the files placed "
+        "under --root and print exactly what is missing.",
+    )
+    parser.add_argument(
+        "dataset", choices=sorted(PREPARERS),
+        help="; ".join(f"{name}: {text}" for name, (text, _) in sorted(PREPARERS.items())),
+    )
+    parser.add_argument("--root", required=True, help="directory that holds (or will hold) the files")
+    parser.add_argument("--offline", action="store_true", help="only validate what is already under --root")
+    args = parser.parse_args(list(argv))
+    _, run = PREPARERS[args.dataset]
+    try:
+        run(args.root, not args.offline)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"seqmodels prepare {args.dataset}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "prepare":
+        raise SystemExit(prepare_main(argv[1:]))
+    SeqModelsCLI(args=argv)
+
+
+if __name__ == "__main__":
+    main()

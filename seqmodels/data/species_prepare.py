@@ -1,0 +1,155 @@
+"""Fetch and check the five great-ape assemblies of the species-classification task.
+
+``prepare_great_apes(root)`` leaves ``root/<asm>.fa`` (decompressed, with a pyfaidx ``.fai``
+index) for each of hg38 (human), panTro6 (chimpanzee), gorGor6 (gorilla), ponAbe3 (orangutan) and
+panPan3 (bonobo), from UCSC's ``goldenPath/<asm>/bigZips/<asm>.fa.gz``. Each step is
+atomic: a download goes to ``<asm>.fa.gz.part`` and a decompression to ``<asm>.fa.part``,
+renamed only when complete, so an interrupted run never leaves a truncated file under the final
+name (rerunning starts that step again). Offline (``download=False`` or no network), files
+placed in ``root`` by hand (``<asm>.fa`` or ``<asm>.fa.gz``) are checked and a FileNotFoundError
+lists exactly what is missing.
+
+It writes ``root/genomes.yaml`` with the ``--data.genomes`` mapping and returns it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from tqdm import tqdm
+
+from seqmodels.data.fasta import FastaFile
+
+UCSC_BASE_URL = "https://hgdownload.soe.ucsc.edu/goldenPath"
+# Species name (class order of the task) -> UCSC assembly.
+GREAT_APES: dict[str, str] = {
+    "human": "hg38",
+    "chimpanzee": "panTro6",
+    "gorilla": "gorGor6",
+    "orangutan": "ponAbe3",
+    "bonobo": "panPan3",
+}
+_CHUNK = 1 << 20
+
+
+def assembly_url(assembly: str, base_url: str = UCSC_BASE_URL) -> str:
+    """``<base_url>/<asm>/bigZips/<asm>.fa.gz``."""
+    return f"{base_url.rstrip('/')}/{assembly}/bigZips/{assembly}.fa.gz"
+
+
+def download(url: str, dest: Path, opener: Callable[[str], object] = urllib.request.urlopen) -> Path:
+    """Copy ``url`` to ``dest`` through ``dest.part`` with a progress bar; returns ``dest``.
+
+    ``opener(url)`` returns a binary file-like response (``urllib.request.urlopen`` by default;
+    it also opens ``file://`` URLs).
+    """
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with opener(url) as response:  # type: ignore[attr-defined]
+            headers = getattr(response, "headers", None)
+            total = headers.get("Content-Length") if headers is not None else None
+            with open(part, "wb") as out, tqdm(
+                total=int(total) if total else None, unit="B", unit_scale=True, desc=dest.name
+            ) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except BaseException:
+        part.unlink(missing_ok=True)  # a partial file must not look like a finished one later
+        raise
+    os.replace(part, dest)
+    return dest
+
+
+def gunzip(src: Path, dest: Path) -> Path:
+    """Decompress ``src`` to ``dest`` through ``dest.part``; returns ``dest``."""
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with gzip.open(src, "rb") as fin, open(part, "wb") as fout, tqdm(
+            total=src.stat().st_size, unit="B", unit_scale=True, desc=f"gunzip {src.name}"
+        ) as bar:
+            raw = fin.fileobj  # type: ignore[attr-defined]
+            last = 0
+            while chunk := fin.read(_CHUNK):
+                fout.write(chunk)
+                # Progress in compressed bytes, the only total known in advance.
+                pos = raw.tell()
+                bar.update(pos - last)
+                last = pos
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        part.unlink(missing_ok=True)
+        raise ValueError(f"{src} is not a complete gzip file ({err}); delete it and download it again") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+    return dest
+
+
+def prepare_great_apes(
+    root: str | os.PathLike,
+    download: bool = True,
+    assemblies: Mapping[str, str] = GREAT_APES,
+    base_url: str = UCSC_BASE_URL,
+    opener: Callable[[str], object] = urllib.request.urlopen,
+) -> dict[str, str]:
+    """Download (when allowed), decompress, index and check the assemblies under ``root``.
+
+    Args:
+        root: folder for the genomes (created if absent).
+        download: fetch missing ``.fa.gz`` files; ``False`` only checks what is there.
+        assemblies: species name -> assembly name (default :data:`GREAT_APES`).
+        base_url: where ``<asm>/bigZips/<asm>.fa.gz`` lives (a ``file://`` URL works).
+        opener: opens a URL for reading (tests pass their own).
+
+    Returns:
+        The genomes mapping, species name -> path of the indexed ``.fa``, also written to
+        ``root/genomes.yaml`` and printed.
+
+    Raises:
+        FileNotFoundError: some assemblies are neither present nor downloadable; the message
+            lists each missing file with its URL.
+        ValueError: a present file is not a readable FASTA.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    genomes: dict[str, str] = {}
+    missing: list[str] = []
+    for species, asm in assemblies.items():
+        fa, gz, url = root / f"{asm}.fa", root / f"{asm}.fa.gz", assembly_url(asm, base_url)
+        if not fa.is_file() and not gz.is_file() and download:
+            try:
+                _download(url, gz, opener)
+            except (urllib.error.URLError, OSError) as err:
+                print(f"[prepare] could not download {url}: {err}")
+        if not fa.is_file() and gz.is_file():
+            gunzip(gz, fa)
+        if not fa.is_file():
+            missing.append(f"{species}: {fa} (or {gz.name}), from {url}")
+            continue
+        try:
+            FastaFile(fa)  # builds the .fai index and checks the file
+        except ValueError as err:
+            raise ValueError(f"species {species!r} ({asm}): {err}") from None
+        genomes[species] = str(fa)
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(assemblies)} genomes missing under {root}:\n  "
+            + "\n  ".join(missing)
+            + "\nDownload them there (and rerun), or rerun with network access."
+        )
+    text = "genomes:\n" + "".join(f"  {s}: {p}\n" for s, p in genomes.items())
+    (root / "genomes.yaml").write_text(text)
+    print(f"[prepare] all {len(genomes)} genomes ready; use in the config (data section):\n{text}", end="")
+    return genomes
+
+
+# The public name `download` is shadowed by prepare_great_apes' flag of the same name.
+_download = download

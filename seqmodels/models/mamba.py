@@ -1,0 +1,305 @@
+"""The Mamba mixer (selective SSM layer), its pre-norm residual block, and RMSNorm.
+
+Shapes: ``B`` batch, ``L`` length, ``D`` d_model, ``E`` d_inner = expand * d_model, ``N`` d_state,
+``R`` dt_rank, ``W`` d_conv.
+
+These modules know nothing of tokens: the language model, a sequence classifier or an audio
+U-Net stack them at whatever width they need.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from seqmodels.kernels import selective_scan, selective_state_update
+from seqmodels.models.config import ScanImpl, check_mixer_args, resolve_dt_rank
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale and no bias (Zhang & Sennrich 2019).
+
+    Statistics are computed in float32; the output has the weight's dtype, so a float32
+    residual stream feeds a bfloat16 model without an explicit cast.
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        if not isinstance(d_model, int) or d_model <= 0:
+            raise ValueError(f"RMSNorm.d_model must be a positive int, got {d_model!r}")
+        if not eps > 0:
+            raise ValueError(f"RMSNorm.eps must be positive, got {eps!r}")
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[..., D] -> [..., D]"""
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * self.weight.float()).to(self.weight.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+@dataclass
+class MixerState:
+    """Recurrent state of one mixer during step-by-step decoding; ``step`` advances it in place.
+
+    conv: [B, E, W] the last W inputs of the causal convolution (oldest first).
+    ssm: [B, E, N] the SSM state, float32 (complex64 for a complex mixer).
+    """
+
+    conv: Tensor
+    ssm: Tensor
+
+
+class Mamba(nn.Module):
+    """Selective state-space mixer (Gu & Dao 2023, figure 3), [B, L, D] -> [B, L, D].
+
+    in_proj (no bias) to x and gate z of width E; causal depthwise conv1d (width W, bias) and
+    SiLU on x; x_proj (no bias) to dt (R), B and C (N each, or 2N real numbers each when
+    ``complex``); dt_proj (R -> E, bias); selective scan with softplus(dt + bias) and gate
+    SiLU(z) fused into the scan; out_proj (no bias).
+
+    Initialisation: real A = -(n + 1) (S4D-Real) stored as ``A_log``; complex
+    A = -1/2 + i*pi*n (S4D-Lin) stored as ``A_log_real`` = log(1/2) and ``A_imag``; D = 1;
+    dt_proj.bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max] floored at
+    dt_init_floor; dt_proj.weight uniform in +-R^-0.5. Parameters flagged
+    ``_no_weight_decay`` (A, D, dt bias) are meant to be excluded from weight decay.
+
+    ``scan_impl`` is passed to the kernels unchanged: asking for an implementation that is not
+    available raises there, never falls back silently.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | Literal["auto"] = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        complex: bool = False,
+        scan_impl: ScanImpl = "auto",
+    ) -> None:
+        super().__init__()
+        check_mixer_args(
+            "Mamba",
+            d_model=d_model,
+            d_state=d_state,
+            d_conv=d_conv,
+            expand=expand,
+            dt_rank=dt_rank,
+            dt_min=dt_min,
+            dt_max=dt_max,
+            dt_init_floor=dt_init_floor,
+            complex=complex,
+            scan_impl=scan_impl,
+        )
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.expand = expand
+        self.d_inner = expand * d_model
+        self.dt_rank = resolve_dt_rank(d_model, dt_rank)
+        self.complex = complex
+        self.scan_impl = scan_impl
+
+        # A complex B or C is carried as 2N real numbers (real, imaginary interleaved).
+        bc_width = 2 * d_state if complex else d_state
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(
+            self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner, padding=d_conv - 1, bias=True
+        )
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * bc_width, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+        with torch.no_grad():
+            bound = self.dt_rank**-0.5
+            nn.init.uniform_(self.dt_proj.weight, -bound, bound)
+            log_dt = torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            dt = torch.exp(log_dt).clamp(min=dt_init_floor)
+            # softplus^-1(dt) = dt + log(1 - exp(-dt)), written with expm1 for small dt.
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_proj.bias._no_weight_decay = True
+        # Whole-model initialisers must leave this bias alone (it is not a zero-init bias).
+        self.dt_proj.bias._no_reinit = True
+
+        n = torch.arange(d_state, dtype=torch.float32)
+        if complex:
+            self.A_log_real = nn.Parameter(torch.full((self.d_inner, d_state), math.log(0.5)))
+            self.A_imag = nn.Parameter(math.pi * n.repeat(self.d_inner, 1))
+            self.A_log_real._no_weight_decay = True
+            self.A_imag._no_weight_decay = True
+        else:
+            self.A_log = nn.Parameter(torch.log(n + 1).repeat(self.d_inner, 1))
+            self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.D._no_weight_decay = True
+
+    def A(self) -> Tensor:
+        """The state matrix diagonal, [E, N] float32 (complex64 when ``complex``)."""
+        if self.complex:
+            return torch.complex(-torch.exp(self.A_log_real.float()), self.A_imag.float())
+        return -torch.exp(self.A_log.float())
+
+    def _split_x_dbl(self, x_dbl: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """[..., R + 2 * bc_width] -> dt [..., R], B [..., bc_width], C [..., bc_width]."""
+        bc_width = (x_dbl.shape[-1] - self.dt_rank) // 2
+        return torch.split(x_dbl, [self.dt_rank, bc_width, bc_width], dim=-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, L, D] -> [B, L, D]"""
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba.forward: x must be [batch, length, {self.d_model}], got {tuple(x.shape)}")
+        seqlen = x.shape[1]
+        xz = rearrange(self.in_proj(x), "b l e -> b e l")  # [B, 2E, L]
+        u, z = xz.chunk(2, dim=1)  # [B, E, L] each
+        # Padding W-1 on both sides and keeping the first L outputs makes the conv causal.
+        u = F.silu(self.conv1d(u)[..., :seqlen])
+        x_dbl = self.x_proj(rearrange(u, "b e l -> b l e"))  # [B, L, R + 2 * bc_width]
+        dt, B, C = self._split_x_dbl(x_dbl)
+        # dt_proj's bias goes to the scan (delta_bias), which adds it before the softplus.
+        dt = rearrange(dt @ self.dt_proj.weight.t(), "b l e -> b e l")  # [B, E, L]
+        if self.complex:
+            # Scan layout for complex B, C: [B, N, 2L], last axis (re_0, im_0, re_1, im_1, ...)
+            # over positions; x_proj emits each state's value as an adjacent (re, im) pair.
+            B = rearrange(B, "b l (n two) -> b n (l two)", two=2)
+            C = rearrange(C, "b l (n two) -> b n (l two)", two=2)
+        else:
+            B = rearrange(B, "b l n -> b n l")  # [B, N, L]
+            C = rearrange(C, "b l n -> b n l")
+        y = selective_scan(
+            u,
+            dt,
+            self.A(),
+            B.contiguous(),
+            C.contiguous(),
+            D=self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+            impl=self.scan_impl,
+        )  # [B, E, L]
+        return self.out_proj(rearrange(y, "b e l -> b l e"))
+
+    def allocate_inference_cache(
+        self, batch_size: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> MixerState:
+        """Zero state for :meth:`step`: conv [B, E, W] in ``dtype`` (default: the conv weight's),
+        ssm [B, E, N] float32 (complex64 when ``complex``): long generations accumulate in it."""
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"Mamba.allocate_inference_cache: batch_size must be a positive int, got {batch_size!r}")
+        weight = self.conv1d.weight
+        device = weight.device if device is None else device
+        conv = torch.zeros(batch_size, self.d_inner, self.d_conv, dtype=dtype or weight.dtype, device=device)
+        ssm_dtype = torch.complex64 if self.complex else torch.float32
+        ssm = torch.zeros(batch_size, self.d_inner, self.d_state, dtype=ssm_dtype, device=device)
+        return MixerState(conv=conv, ssm=ssm)
+
+    def step(self, x: Tensor, state: MixerState) -> Tensor:
+        """One position: [B, D] -> [B, D]; advances ``state`` in place."""
+        if x.dim() != 2 or x.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba.step: x must be [batch, {self.d_model}], got {tuple(x.shape)}")
+        expected = (x.shape[0], self.d_inner, self.d_conv)
+        if state.conv.shape != expected:
+            raise ValueError(f"Mamba.step: state.conv must be {expected}, got {tuple(state.conv.shape)}")
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # [B, E] each
+        # Shift the window left by one and append the newest input (oldest first, as the
+        # convolution weight is laid out).
+        state.conv.copy_(torch.roll(state.conv, shifts=-1, dims=-1))
+        state.conv[:, :, -1] = u.to(state.conv.dtype)
+        weight = rearrange(self.conv1d.weight, "e 1 w -> e w")
+        # Back to in_proj's output dtype (bfloat16 under autocast), as the scan's u would be.
+        u = F.silu((state.conv * weight).sum(-1) + self.conv1d.bias).to(z.dtype)  # [B, E]
+        dt, B, C = self._split_x_dbl(self.x_proj(u))
+        dt = dt @ self.dt_proj.weight.t()  # [B, E]
+        # Complex B, C stay as [B, 2N] real, (re, im) interleaved: the update's layout.
+        return self.out_proj(
+            selective_state_update(
+                state.ssm,
+                u,
+                dt,
+                self.A(),
+                B.contiguous(),
+                C.contiguous(),
+                D=self.D.float(),
+                z=z,
+                dt_bias=self.dt_proj.bias.float(),
+                dt_softplus=True,
+                impl=self.scan_impl,
+            )
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
+            f"dt_rank={self.dt_rank}, complex={self.complex}, scan_impl={self.scan_impl!r}"
+        )
+
+
+class MambaBlock(nn.Module):
+    """Pre-norm residual block: ``x + Mamba(RMSNorm(x))``, [B, L, D] -> [B, L, D].
+
+    With ``residual_in_fp32`` the returned residual stream is float32 whatever the mixer's
+    dtype, so that summing many layers in bfloat16 does not lose the small updates.
+    Mixer arguments are those of :class:`Mamba`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | Literal["auto"] = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        complex: bool = False,
+        scan_impl: ScanImpl = "auto",
+        rms_norm_eps: float = 1e-5,
+        residual_in_fp32: bool = True,
+    ) -> None:
+        super().__init__()
+        self.residual_in_fp32 = residual_in_fp32
+        self.norm = RMSNorm(d_model, eps=rms_norm_eps)
+        self.mixer = Mamba(
+            d_model,
+            d_state=d_state,
+            d_conv=d_conv,
+            expand=expand,
+            dt_rank=dt_rank,
+            dt_min=dt_min,
+            dt_max=dt_max,
+            dt_init_floor=dt_init_floor,
+            complex=complex,
+            scan_impl=scan_impl,
+        )
+
+    def _residual(self, x: Tensor) -> Tensor:
+        return x.float() if self.residual_in_fp32 else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, L, D] -> [B, L, D]"""
+        return self._residual(x) + self.mixer(self.norm(x))
+
+    def allocate_inference_cache(
+        self, batch_size: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> MixerState:
+        """See :meth:`Mamba.allocate_inference_cache`."""
+        return self.mixer.allocate_inference_cache(batch_size, dtype=dtype, device=device)
+
+    def step(self, x: Tensor, state: MixerState) -> Tensor:
+        """One position: [B, D] -> [B, D]; advances ``state`` in place."""
+        return self._residual(x) + self.mixer.step(self.norm(x), state)

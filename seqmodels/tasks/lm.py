@@ -1,0 +1,149 @@
+"""Next-base (causal) language modelling on DNA."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from seqmodels.data.tokenizer import IGNORE_INDEX, PAD_ID
+from seqmodels.models import MambaConfig, MambaLM
+from seqmodels.tasks.optim import param_groups, warmup_cosine
+
+CHECKPOINT_KIND = "dna_lm"
+
+
+def build_config(preset: str | None, backbone: dict[str, Any] | None) -> MambaConfig:
+    """A preset by name with optional field overrides, or a config from fields alone."""
+    overrides = dict(backbone or {})
+    if preset is not None:
+        return MambaConfig.from_name(preset, **overrides)
+    if not overrides:
+        raise ValueError("model: give a `preset` (e.g. '1.4m') or `backbone` fields (d_model, n_layer, ...)")
+    return MambaConfig(**overrides)
+
+
+class NextBaseLM(L.LightningModule):
+    """Cross-entropy over the next base at every non-PAD position.
+
+    Logs, per split, ``loss``, ``ppl`` and ``bits_per_base``; in training also ``tokens_per_s``
+    (non-PAD tokens per second of wall time on this rank) and the learning rate.
+
+    Args:
+        preset: a named backbone size ("1.4m", "7m", "40.7m"), or None to build from ``backbone``.
+        backbone: MambaConfig fields, overriding the preset (e.g. ``{scan_impl: torch, checkpointing: true}``).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay (not applied to norms, biases, A_log, D, dt bias).
+        betas: AdamW betas.
+        warmup_steps: linear warmup steps before cosine decay.
+        min_lr_ratio: the final learning rate as a fraction of ``lr``.
+    """
+
+    def __init__(
+        self,
+        preset: str | None = None,
+        backbone: dict[str, Any] | None = None,
+        lr: float = 8e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = build_config(preset, backbone)
+        self.model = MambaLM(self.config)
+        # one token-weighted mean loss per split (ModuleDict keys must not shadow nn.Module.train)
+        self.mean_loss = torch.nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
+        self._batch_start: float | None = None
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids [batch, L] -> logits [batch, L, padded_vocab]."""
+        return self.model(input_ids)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        logits = self(batch["input_ids"])
+        labels = batch["labels"]
+        n_tokens = (labels != IGNORE_INDEX).sum()
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        ) / n_tokens.clamp(min=1)
+        metric = self.mean_loss[f"{split}_loss"]
+        metric.update(loss.detach(), weight=n_tokens)
+        on_step = split == "train"
+        self.log(f"{split}/loss", metric, on_step=False, on_epoch=True, prog_bar=True, sync_dist=False)
+        if on_step:
+            self.log("train/loss_step", loss.detach(), on_step=True, prog_bar=False)
+        self._n_tokens = int(n_tokens)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def _log_derived(self, split: str) -> None:
+        # perplexity and bits per base follow from the token-weighted mean loss of the epoch
+        loss = self.mean_loss[f"{split}_loss"].compute()
+        self.log(f"{split}/ppl", torch.exp(loss), sync_dist=False)
+        self.log(f"{split}/bits_per_base", loss / math.log(2), sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_derived("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_derived("test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_derived("train")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._batch_start is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - self._batch_start
+        self.log("train/tokens_per_s", self._n_tokens / max(elapsed, 1e-9), on_step=True, prog_bar=True)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Per-base log-likelihood of the observed next base and mean-pooled embeddings."""
+        input_ids, labels = batch["input_ids"], batch["labels"]
+        hidden = self.model.hidden_states(input_ids)  # [batch, L, d_model]
+        logits = self.model.lm_head(hidden).float()  # [batch, L, vocab]
+        logp = torch.log_softmax(logits, dim=-1)
+        valid = labels != IGNORE_INDEX
+        loglik = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        loglik = torch.where(valid, loglik, torch.full_like(loglik, float("nan")))
+        mask = (input_ids != PAD_ID).unsqueeze(-1).to(hidden.dtype)
+        embedding = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        out = {"loglik": loglik.cpu(), "embedding": embedding.float().cpu()}
+        for key in ("chrom", "start", "end"):
+            if key in batch:
+                out[key] = batch[key]
+        return out
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(
+            param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), fused=fused
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = warmup_cosine(optimizer, hp.warmup_steps, max(total, 1), hp.min_lr_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Enough to rebuild the plain nn.Module without Lightning (seqmodels.load_checkpoint).
+        checkpoint["seqmodels"] = {"kind": CHECKPOINT_KIND, "config": self.config.to_dict()}
