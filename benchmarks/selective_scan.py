@@ -6,13 +6,14 @@
 Shapes are those of the speed targets (batch, dim, N, L, complex, dtype). Inputs are random
 (never zeros), B and C input-dependent, with D, z, delta_bias and softplus as in a Mamba block.
 Forward is timed alone; backward is timed as (forward + backward) minus forward, each the median
-of ``--reps`` runs with CUDA events (triton.testing.do_bench).
+of ``--reps`` runs timed with CUDA events after a warm-up call (fewer when one call takes seconds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import torch
@@ -57,9 +58,28 @@ def make_inputs(batch: int, dim: int, n: int, length: int, is_complex: bool, dty
     )
 
 
-def bench(impl: str, shape: tuple, reps: int) -> tuple[float, float]:
-    from triton.testing import do_bench
+def median_ms(fn, reps: int) -> float:
+    """Median of CUDA-event timings; few repetitions when one call is slow (the torch path)."""
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    once = start.elapsed_time(end)
+    n = max(3, min(reps, int(2000 / max(once, 1e-3))))
+    times = []
+    for _ in range(n):
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
 
+
+def bench(impl: str, shape: tuple, reps: int) -> tuple[float, float]:
     inputs = make_inputs(*shape)
     y = selective_scan(**inputs, impl=impl)
     dy = torch.randn_like(y)
@@ -73,8 +93,8 @@ def bench(impl: str, shape: tuple, reps: int) -> tuple[float, float]:
         out = selective_scan(**inputs, impl=impl)
         torch.autograd.grad(out, grads, dy)
 
-    t_fwd = do_bench(fwd, warmup=25, rep=reps, return_mode="median")
-    t_all = do_bench(fwd_bwd, warmup=25, rep=reps, return_mode="median")
+    t_fwd = median_ms(fwd, reps)
+    t_all = median_ms(fwd_bwd, reps)
     return t_fwd, t_all - t_fwd
 
 
@@ -82,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--impls", nargs="+", default=["triton", "torch"], choices=["triton", "torch"])
     parser.add_argument("--shapes", type=int, nargs="*", help="indices into the shape list")
-    parser.add_argument("--reps", type=int, default=200, help="milliseconds of timed repetitions per measurement")
+    parser.add_argument("--reps", type=int, default=20, help="timed repetitions per measurement (the median is kept)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
     if not torch.cuda.is_available():

@@ -30,7 +30,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
     """Return ``(model, config)``: the plain nn.Module of a seqmodels checkpoint, in eval mode.
 
-    For users with their own training loop; Lightning is not imported.
+    For users with their own training loop; Lightning is not imported. A ``species_classifier``
+    checkpoint gives a :class:`~seqmodels.models.MambaClassifier` whose ``class_names``
+    attribute lists the classes in logit order.
     """
     ckpt = read_checkpoint(path)
     meta = ckpt["seqmodels"]
@@ -40,6 +42,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
         config = MambaConfig.from_dict(meta["config"])
         model = MambaLM(config)
+    elif kind == "sc09_classifier":
+        from seqmodels.models import DigitClassifier, DigitClassifierConfig
+
+        config = DigitClassifierConfig.from_dict(meta["config"])
+        model = DigitClassifier(config)
+    elif kind == "species_classifier":
+        from seqmodels.models import MambaClassifier, MambaConfig
+
+        config = MambaConfig.from_dict(meta["config"])
+        model = MambaClassifier(config, len(meta["class_names"]), meta["pooling"])
+        # The class order of the logits, for users of the plain module.
+        model.class_names = list(meta["class_names"])
+    elif kind == "waveform_lm":
+        from seqmodels.models import MambaUNet, MambaUNetConfig
+
+        config = MambaUNetConfig.from_dict(meta["config"])
+        model = MambaUNet(config)
     else:
         raise ValueError(f"{path}: checkpoint kind {kind!r} cannot be loaded by this version of seqmodels")
     prefix = "model."

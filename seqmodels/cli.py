@@ -31,6 +31,26 @@ class SeqModelsCLI(LightningCLI):
             run=run,
         )
 
+    def instantiate_classes(self) -> None:
+        # jsonargparse wraps a constructor's error (a missing FASTA, a bad BED line) in a long
+        # union-type message; show the user the error our code raised, before any training.
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            root = _root_cause(err)
+            if not isinstance(root, (ValueError, FileNotFoundError)):
+                raise
+            print(f"seqmodels: error: {root}", file=sys.stderr)
+            raise SystemExit(2) from err
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    seen = set()
+    while (err.__cause__ or err.__context__) is not None and id(err) not in seen:
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return err
+
 
 def _prepare_hg38(root: str, download: bool) -> None:
     from seqmodels.data.prepare import prepare_hg38
@@ -87,10 +107,19 @@ def prepare_main(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "prepare":
-        raise SystemExit(prepare_main(argv[1:]))
-    SeqModelsCLI(args=argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "prepare":
+        raise SystemExit(prepare_main(args[1:]))
+    if args and args[0] == "generate":
+        from seqmodels.generate import generate_main
+
+        raise SystemExit(generate_main(args[1:]))
+    if args and args[0] == "evaluate-sc09":
+        from seqmodels.evaluate_sc09 import evaluate_sc09_main
+
+        raise SystemExit(evaluate_sc09_main(args[1:]))
+    # args=None lets LightningCLI read sys.argv itself (and DDP re-launch the same command line)
+    SeqModelsCLI(args=None if argv is None else args)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,32 @@
-"""Plain nn.Modules and their dataclass configs: the Mamba mixer, block, backbone, LM and classifier.
+"""Plain nn.Modules and their dataclass configs: the Mamba mixer, block, backbone, LM,
+classifier and the waveform U-Net.
 
 Nothing here imports Lightning; tasks wrap these modules.
 """
 
 from seqmodels.models.classifier import MambaClassifier
 from seqmodels.models.config import MambaConfig
+from seqmodels.models.digit_classifier import DigitClassifier, DigitClassifierConfig
 from seqmodels.models.lm import InferenceCache, MambaBackbone, MambaLM, init_weights
 from seqmodels.models.mamba import Mamba, MambaBlock, MixerState, RMSNorm
+from seqmodels.models.unet import DownPool, MambaUNet, MambaUNetConfig, UNetInferenceCache, UpPool
 
 __all__ = [
+    "DigitClassifier",
+    "DigitClassifierConfig",
     "InferenceCache",
+    "DownPool",
     "Mamba",
     "MambaBackbone",
     "MambaClassifier",
     "MambaBlock",
     "MambaConfig",
     "MambaLM",
+    "MambaUNet",
+    "MambaUNetConfig",
     "MixerState",
     "RMSNorm",
+    "UNetInferenceCache",
+    "UpPool",
     "init_weights",
 ]

@@ -2,6 +2,23 @@
 
 from seqmodels.tasks.callbacks import LossCurvePlot
 from seqmodels.tasks.lm import NextBaseLM
+from seqmodels.tasks.species import (
+    ConfusionMatrixWriter,
+    FineTuneSeqLenWarmup,
+    SpeciesClassifier,
+    SpeciesPredictionWriter,
+)
+from seqmodels.tasks.waveform import AudioSampleLogger, WaveformLM
 from seqmodels.tasks.writers import PredictionWriter
 
-__all__ = ["LossCurvePlot", "NextBaseLM", "PredictionWriter"]
+__all__ = [
+    "AudioSampleLogger",
+    "ConfusionMatrixWriter",
+    "FineTuneSeqLenWarmup",
+    "LossCurvePlot",
+    "NextBaseLM",
+    "PredictionWriter",
+    "SpeciesClassifier",
+    "SpeciesPredictionWriter",
+    "WaveformLM",
+]

@@ -28,7 +28,7 @@ def errors(out: Tensor, ref: Tensor, ref64: Tensor) -> tuple[float, float]:
     return (o - g).abs().max().item(), (r - g).abs().max().item()
 
 
-def bf16_ulp(x: Tensor) -> Tensor:
+def bf16_ulp_of(x: Tensor) -> Tensor:
     """One bfloat16 unit in the last place of |x| (8 significant bits), element-wise."""
     mag = x.abs().clamp_min(torch.finfo(torch.bfloat16).tiny)
     return torch.exp2(torch.floor(torch.log2(mag)) - 7)
@@ -42,10 +42,10 @@ def assert_close(
     *,
     factor: float = 2.0,
     atol: float | None = None,
-    bf16_ulp_slack: bool = False,
+    bf16_ulp: bool = False,
 ) -> None:
     """Assert |out - ref64| <= factor * max|ref - ref64| + atol * max(1, max|ref64|) element-wise,
-    plus one bf16 ulp of |ref64| when ``bf16_ulp_slack`` (the Triton interpreter rounds float32 to
+    plus one bf16 ulp of |ref64| when ``bf16_ulp`` (the Triton interpreter rounds float32 to
     bfloat16 by truncation, which can cost one ulp more than round-to-nearest).
 
     out: the tested tensor; ref: the reference run on the same inputs in the same dtype;
@@ -59,7 +59,7 @@ def assert_close(
     err_out = (o - g).abs()
     err_ref = (r - g).abs().max().item() if g.numel() else 0.0
     scale = max(1.0, g.abs().max().item() if g.numel() else 1.0)
-    bound = factor * err_ref + atol * scale + (bf16_ulp(g) if bf16_ulp_slack else 0.0)
+    bound = factor * err_ref + atol * scale + (bf16_ulp_of(g) if bf16_ulp else 0.0)
     worst = err_out.max().item() if g.numel() else 0.0
     print(f"{name}: max err vs float64 {worst:.3e} (reference in same dtype {err_ref:.3e}), "
           f"floor {atol * scale:.3e}")

@@ -1,0 +1,193 @@
+"""Species-classification accuracy against context length, through the public CLI.
+
+    python -m benchmarks.species_context                                  # GPU defaults
+    python -m benchmarks.species_context --lengths 256 512 --max-steps 20 \\
+        --backbone '{d_model: 16, n_layer: 1, vocab_size: 12, scan_impl: torch}'   # CPU smoke run
+
+For each context length ``L`` the script trains a classifier of the five *S. aureus* strains
+(complete genomes written by ``data/species/fetch_ragout_strains.sh`` into
+``data/species/full/aureus/``; every genome cut 80/10/10 into train/val/test regions) for a
+fixed number of optimizer steps, from scratch (``--preset``/``--backbone``) or fine-tuned from
+a pretraining checkpoint (``--init-from``), then evaluates it on the held-out test windows.
+Every run is a ``seqmodels fit`` and a ``seqmodels test`` subprocess on
+``configs/dna/species_tiny.yaml`` with command-line overrides; the exact commands are printed
+and stored in the JSON. Batches hold ``--tokens-per-batch`` bases (batch = tokens // L, at
+least 1) unless ``--batch-size`` fixes the batch, so that each length costs about the same time
+per step. Output: a table on stdout and ``<out>/species_context.json`` with, per length, the
+test accuracy, per-class accuracy, steps, batch, and the fit and test wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from seqmodels.tasks.callbacks import read_metrics_csv
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = "configs/dna/species_tiny.yaml"
+STRAINS = ("COL", "JKD6008", "N315", "RF122", "USA300_FPR3757")
+DEFAULT_LENGTHS = (2**10, 2**12, 2**14, 2**15)
+
+
+def genomes_arg(genome_dir: Path) -> str:
+    """The ``--data.genomes`` mapping (flow-style YAML) for the five strains in ``genome_dir``."""
+    missing = [s for s in STRAINS if not (genome_dir / f"{s}.fa").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{genome_dir}: missing {', '.join(f'{s}.fa' for s in missing)}; run "
+            f"data/species/fetch_ragout_strains.sh to write the full genomes"
+        )
+    return "{" + ", ".join(f"{s}: {genome_dir / (s + '.fa')}" for s in STRAINS) + "}"
+
+
+def _round_to(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def run_commands(args: argparse.Namespace, length: int, out_dir: Path) -> tuple[list[str], list[str], int]:
+    """The ``fit`` and ``test`` argument lists for one length, and the batch size used."""
+    batch = args.batch_size or max(1, args.tokens_per_batch // length)
+    k = len(STRAINS)
+    # One epoch that ends exactly at max_steps, so validation and the checkpoints come at the end.
+    train_samples = _round_to(args.max_steps * batch, k)
+    common = [
+        "--config", CONFIG,
+        "--data.genomes", genomes_arg(args.genome_dir),
+        "--data.split_fractions", "[0.8, 0.1, 0.1]",
+        "--data.seq_len", str(length),
+        "--data.batch_size", str(batch),
+        "--data.num_workers", str(args.num_workers),
+        "--data.val_samples", str(_round_to(args.val_samples, k)),
+        "--data.test_samples", str(_round_to(args.test_samples, k)),
+        "--data.seed", str(args.seed),
+        "--trainer.precision", args.precision,
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(out_dir / "runs"),
+        "--trainer.logger.init_args.name", f"L{length}",
+    ]
+    if args.init_from is not None:
+        model = ["--model.init_from", str(args.init_from), "--model.backbone", args.backbone or "null"]
+    elif args.backbone is not None:
+        model = ["--model.backbone", args.backbone]
+    else:
+        model = ["--model.preset", args.preset, "--model.backbone", "null"]
+    fit = [
+        "fit", *common, *model,
+        "--model.lr", str(args.lr if args.lr is not None else (1e-4 if args.init_from else 2e-3)),
+        "--model.warmup_steps", str(max(1, args.max_steps // 10)),
+        "--data.train_samples_per_epoch", str(train_samples),
+        "--trainer.max_epochs", "1",
+        "--trainer.max_steps", str(args.max_steps),
+        "--seed_everything", str(args.seed),
+    ]
+    ckpt = out_dir / "runs" / f"L{length}" / "version_0" / "checkpoints" / "last.ckpt"
+    # The checkpoint carries the resolved backbone and classes: no model arguments needed.
+    test = ["test", *common, "--ckpt_path", str(ckpt)]
+    return fit, test, batch
+
+
+def _run(argv: list[str], log: Path) -> float:
+    """Run ``seqmodels ARGV`` in a subprocess (fresh GPU memory per run); returns wall seconds."""
+    print("$ seqmodels " + shlex.join(argv), flush=True)
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run([sys.executable, "-m", "seqmodels", *argv], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    elapsed = time.perf_counter() - start
+    if proc.returncode:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"seqmodels {argv[0]} failed (exit {proc.returncode}); log {log}:\n{tail}")
+    return elapsed
+
+
+def measure(args: argparse.Namespace, length: int) -> dict:
+    """Train and test at one length; returns the row of the report."""
+    out_dir = args.out / f"L{length}"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fit, test, batch = run_commands(args, length, out_dir)
+    fit_s = _run(fit, out_dir / "fit.log")
+    test_s = _run(test, out_dir / "test.log")
+    series = read_metrics_csv(out_dir / "runs" / f"L{length}" / "version_1" / "metrics.csv")
+    per_class = {s: series[f"test/acc_{s}"][-1][1] for s in STRAINS if f"test/acc_{s}" in series}
+    return {
+        "L": length,
+        "batch": batch,
+        "steps": args.max_steps,
+        "test_acc": series["test/acc"][-1][1],
+        "test_loss": series["test/loss"][-1][1],
+        "per_class_acc": per_class,
+        "fit_s": round(fit_s, 1),
+        "test_s": round(test_s, 1),
+        "commands": ["seqmodels " + shlex.join(fit), "seqmodels " + shlex.join(test)],
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    cuda = torch.cuda.is_available()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="context lengths")
+    p.add_argument("--max-steps", type=int, default=1000, help="optimizer steps per length (the budget)")
+    p.add_argument("--tokens-per-batch", type=int, default=2**16, help="bases per batch (batch = this // L)")
+    p.add_argument("--batch-size", type=int, help="fixed batch size for every length (overrides tokens)")
+    p.add_argument("--preset", default="1.4m", help="backbone preset when training from scratch")
+    p.add_argument("--backbone", help="MambaConfig fields as flow YAML (replaces --preset; with "
+                   "--init-from only scan_impl/checkpointing)")
+    p.add_argument("--init-from", type=Path, help="pretraining (dna_lm) checkpoint to fine-tune")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3 from scratch, 1e-4 fine-tuning)")
+    p.add_argument("--genome-dir", type=Path, default=REPO / "data/species/full/aureus")
+    p.add_argument("--val-samples", type=int, default=250)
+    p.add_argument("--test-samples", type=int, default=1000)
+    p.add_argument("--precision", default="bf16-mixed" if cuda else "32-true")
+    p.add_argument("--num-workers", type=int, default=4 if cuda else 0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/species_context"), help="output folder")
+    args = p.parse_args(argv)
+    for name in ("max_steps", "tokens_per_batch", "val_samples", "test_samples"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.batch_size is not None and args.batch_size < 1:
+        p.error("--batch-size must be positive")
+    if any(n < 1 for n in args.lengths):
+        p.error(f"--lengths must be positive, got {args.lengths}")
+    if args.init_from is not None and not args.init_from.is_file():
+        p.error(f"--init-from: checkpoint not found: {args.init_from}")
+    args.genome_dir = args.genome_dir.resolve()
+    args.out = args.out.resolve()
+    try:
+        genomes_arg(args.genome_dir)
+    except FileNotFoundError as err:
+        p.error(str(err))
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    rows = []
+    for length in args.lengths:
+        rows.append(measure(args, length))
+        r = rows[-1]
+        print(f"L={length}: test accuracy {r['test_acc']:.3f} ({r['fit_s']:.0f} s fit)", flush=True)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    report = {"device": device, "strains": list(STRAINS), "chance": 1 / len(STRAINS), "rows": rows,
+              "argv": sys.argv[1:] if argv is None else list(argv)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "species_context.json").write_text(json.dumps(report, indent=2))
+    print(f"\nS. aureus strain classification, {len(STRAINS)} classes (chance {1 / len(STRAINS):.0%}), {device}")
+    print(f"{'L':>8}  {'batch':>5}  {'steps':>5}  {'test acc':>8}  {'fit s':>6}")
+    for r in rows:
+        print(f"{r['L']:>8}  {r['batch']:>5}  {r['steps']:>5}  {r['test_acc']:>8.3f}  {r['fit_s']:>6.0f}")
+    print(f"wrote {args.out / 'species_context.json'}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

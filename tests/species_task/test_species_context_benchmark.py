@@ -1,0 +1,41 @@
+"""benchmarks/species_context.py end to end at tiny scale (CPU), on the shipped strain samples."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks import species_context
+from tests.species_task.conftest import REPO, STRAINS
+
+
+@pytest.mark.slow
+def test_species_context_benchmark_runs_fit_and_test_per_length(tmp_path, capsys):
+    genome_dir = tmp_path / "aureus"
+    genome_dir.mkdir()
+    for strain in STRAINS:  # the full genomes' layout, with the 60 kb samples
+        os.symlink(REPO / f"data/species/aureus_{strain}.fa", genome_dir / f"{strain}.fa")
+    out = tmp_path / "bench"
+    rows = species_context.main([
+        "--lengths", "256", "512", "--max-steps", "20", "--tokens-per-batch", "2560",
+        "--backbone", "{d_model: 16, n_layer: 1, vocab_size: 12, scan_impl: torch}",
+        "--val-samples", "25", "--test-samples", "50", "--genome-dir", str(genome_dir), "--out", str(out),
+    ])
+    text = capsys.readouterr().out
+    assert [r["L"] for r in rows] == [256, 512] and [r["batch"] for r in rows] == [10, 5]
+    for r in rows:
+        assert 0.0 <= r["test_acc"] <= 1.0 and set(r["per_class_acc"]) == set(STRAINS)
+        assert r["commands"][0].startswith("seqmodels fit --config configs/dna/species_tiny.yaml")
+        assert r["commands"][0] in text and r["commands"][1] in text
+        assert (out / f"L{r['L']}" / "runs" / f"L{r['L']}" / "version_1" / "confusion_test.csv").is_file()
+    report = json.loads((out / "species_context.json").read_text())
+    assert report["rows"] == rows and report["chance"] == pytest.approx(0.2)
+
+
+def test_species_context_benchmark_rejects_a_missing_genome_dir(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        species_context.parse_args(["--genome-dir", str(tmp_path)])
+    assert "COL.fa" in capsys.readouterr().err
