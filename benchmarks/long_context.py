@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from seqmodels.models import MambaConfig, MambaLM
+from seqmodels.models import MambaClassifier, MambaConfig, MambaLM
 from seqmodels.tasks.optim import param_groups
 
 DEFAULT_GRID = [  # (preset, L, batch)
@@ -35,11 +35,15 @@ DEFAULT_GRID = [  # (preset, L, batch)
 
 
 def time_training_step(
-    preset: str, length: int, batch: int, scan_impl: str, checkpointing: bool, steps: int, warmup: int
+    preset: str, length: int, batch: int, scan_impl: str, checkpointing: bool, steps: int, warmup: int,
+    task: str = "lm",
 ) -> dict:
     device = torch.device("cuda")
     config = MambaConfig.from_name(preset, scan_impl=scan_impl, checkpointing=checkpointing)
-    model = MambaLM(config).to(device).train()
+    if task == "lm":
+        model = MambaLM(config).to(device).train()
+    else:  # the great-apes classifier: 5 classes, last-position pooling
+        model = MambaClassifier(config, num_classes=5, pooling="last").to(device).train()
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, fused=True)
     times = []
     torch.cuda.reset_peak_memory_stats(device)
@@ -49,7 +53,10 @@ def time_training_step(
         start = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = model(tokens[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
+        if task == "lm":
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
+        else:
+            loss = F.cross_entropy(logits.float(), torch.randint(0, 5, (batch,), device=device))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -60,6 +67,7 @@ def time_training_step(
             torch.cuda.reset_peak_memory_stats(device)
     step_s = statistics.median(times)
     return {
+        "task": task,
         "preset": preset,
         "L": length,
         "batch": batch,
@@ -83,6 +91,7 @@ def main() -> None:
         "--checkpointing", default="long", choices=["long", "on", "off"],
         help="activation checkpointing per block: 'long' turns it on from L >= 2^17",
     )
+    parser.add_argument("--task", default="lm", choices=["lm", "classifier"], help="next-base LM or species classifier")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -97,7 +106,7 @@ def main() -> None:
         ckpt = {"on": True, "off": False}.get(args.checkpointing, length >= 2**17)
         try:
             row = time_training_step(
-                preset, length, args.batch or batch, args.scan_impl, ckpt, args.steps, args.warmup
+                preset, length, args.batch or batch, args.scan_impl, ckpt, args.steps, args.warmup, args.task
             )
         except torch.OutOfMemoryError:
             row = {"preset": preset, "L": length, "batch": args.batch or batch, "error": "out of memory"}
@@ -106,6 +115,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
+    print(f"task: {args.task}")
     print(f"{'preset':>6} {'L':>8} {'batch':>5} {'ckpt':>5} {'step s':>8} {'tokens/s':>11} {'peak GiB':>9}")
     for r in rows:
         if "error" in r:

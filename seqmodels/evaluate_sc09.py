@@ -66,8 +66,10 @@ def load_sc09_classifier(
 def list_sample_wavs(samples: str | os.PathLike, skip_non_wav: bool = False) -> list[Path]:
     """The ``.wav`` files directly in ``samples``, sorted, each checked readable as audio.
 
-    Hidden files (``.name``) are ignored. Any other file that is not a ``.wav`` is an error
-    unless ``skip_non_wav``, so a stray file never silently changes the clip count.
+    Hidden files (``.name``) are ignored, and ``.png`` images (the spectrogram grid that
+    ``seqmodels generate`` writes) are reported and left out. Any other file that is not a
+    ``.wav`` is an error unless ``skip_non_wav``, so a stray file never silently changes the
+    clip count.
 
     Raises:
         FileNotFoundError: ``samples`` is not a directory.
@@ -78,7 +80,12 @@ def list_sample_wavs(samples: str | os.PathLike, skip_non_wav: bool = False) -> 
         raise FileNotFoundError(f"--samples {samples}: not a directory")
     files = sorted(p for p in samples.iterdir() if p.is_file() and not p.name.startswith("."))
     wavs = [p for p in files if p.suffix.lower() == ".wav"]
-    others = [p.name for p in files if p.suffix.lower() != ".wav"]
+    # `seqmodels generate` writes its spectrogram grid beside the clips: images are reported and
+    # left out; any other file is an error, so a stray file never silently changes the clip count.
+    images = [p.name for p in files if p.suffix.lower() == ".png"]
+    if images:
+        print(f"seqmodels evaluate-sc09: not scoring {len(images)} image file(s): {', '.join(images[:3])}", file=sys.stderr)
+    others = [p.name for p in files if p.suffix.lower() not in (".wav", ".png")]
     if others and not skip_non_wav:
         shown = ", ".join(others[:5]) + (f" (and {len(others) - 5} more)" if len(others) > 5 else "")
         raise ValueError(f"--samples {samples}: non-WAV files {shown}; remove them or pass --skip-non-wav")
