@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import urllib.error
 import urllib.request
 import zlib

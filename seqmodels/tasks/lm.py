@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 
 from seqmodels.data.tokenizer import IGNORE_INDEX, PAD_ID
 from seqmodels.models import MambaConfig, MambaLM
-from seqmodels.tasks.optim import param_groups, warmup_cosine
+from seqmodels.tasks.optim import adamw_warmup_cosine
 
 CHECKPOINT_KIND = "dna_lm"
 
@@ -135,14 +135,7 @@ class NextBaseLM(L.LightningModule):
         return out
 
     def configure_optimizers(self):
-        hp = self.hparams
-        fused = self.device.type == "cuda"
-        optimizer = torch.optim.AdamW(
-            param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), fused=fused
-        )
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = warmup_cosine(optimizer, hp.warmup_steps, max(total, 1), hp.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Enough to rebuild the plain nn.Module without Lightning (seqmodels.load_checkpoint).

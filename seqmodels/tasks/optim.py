@@ -43,3 +43,17 @@ def warmup_cosine(
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def adamw_warmup_cosine(module, model: nn.Module) -> dict:
+    """``configure_optimizers`` of every task: AdamW over :func:`param_groups` of ``model`` and a
+    per-step warmup-cosine schedule over the trainer's total steps, from ``module.hparams``
+    (``lr``, ``betas``, ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``).
+
+    Not the fused AdamW: Lightning refuses gradient clipping with it under mixed precision.
+    """
+    hp = module.hparams
+    optimizer = torch.optim.AdamW(param_groups(model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
+    total = max(int(module.trainer.estimated_stepping_batches), 1)
+    scheduler = warmup_cosine(optimizer, hp.warmup_steps, total, hp.min_lr_ratio)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -37,7 +37,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from seqmodels.models import DigitClassifier, DigitClassifierConfig
-from seqmodels.tasks.optim import param_groups, warmup_cosine
+from seqmodels.tasks.optim import adamw_warmup_cosine
 
 CHECKPOINT_KIND = "sc09_classifier"
 STAT_KEYS = ("train_feature_mean", "train_feature_cov", "train_label_prior", "train_prob_prior", "train_clips")
@@ -160,11 +160,7 @@ class SC09Classifier(L.LightningModule):
         self._shared_step(batch, "test")
 
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = warmup_cosine(optimizer, hp.warmup_steps, max(total, 1), hp.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.model)
 
     def _train_loader(self) -> DataLoader:
         trainer = self.trainer

@@ -34,7 +34,7 @@ from seqmodels.models import MambaClassifier, MambaConfig
 from seqmodels.models.classifier import POOLINGS, Pooling
 from seqmodels.tasks.lm import CHECKPOINT_KIND as LM_CHECKPOINT_KIND
 from seqmodels.tasks.lm import build_config
-from seqmodels.tasks.optim import param_groups, warmup_cosine
+from seqmodels.tasks.optim import adamw_warmup_cosine
 
 CHECKPOINT_KIND = "species_classifier"
 # Backbone fields that change how the pretrained network runs, never its weights' shapes or
@@ -257,14 +257,7 @@ class SpeciesClassifier(L.LightningModule):
         return out
 
     def configure_optimizers(self):
-        hp = self.hparams
-        model = self._require_model()
-        optimizer = torch.optim.AdamW(
-            param_groups(model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), fused=self.device.type == "cuda"
-        )
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = warmup_cosine(optimizer, hp.warmup_steps, max(total, 1), hp.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self, self._require_model())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Enough to rebuild the plain nn.Module without Lightning (seqmodels.load_checkpoint).

@@ -18,7 +18,7 @@ from torchmetrics import MeanMetric
 from seqmodels.data.audio import SAMPLE_RATE
 from seqmodels.data.audio_datasets import IGNORE_INDEX
 from seqmodels.models import MambaUNet, MambaUNetConfig
-from seqmodels.tasks.optim import param_groups, warmup_cosine
+from seqmodels.tasks.optim import adamw_warmup_cosine
 
 CHECKPOINT_KIND = "waveform_lm"
 
@@ -137,13 +137,7 @@ class WaveformLM(L.LightningModule):
         self.log("train/tokens_per_s", self._n_tokens / max(elapsed, 1e-9), on_step=True, prog_bar=True)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), fused=self.device.type == "cuda"
-        )
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = warmup_cosine(optimizer, hp.warmup_steps, max(total, 1), hp.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Enough to rebuild the plain nn.Module and decode its samples without Lightning.
