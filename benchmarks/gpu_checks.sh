@@ -34,6 +34,14 @@ for stage in "${stages[@]}"; do
                   --trainer.devices 2 --trainer.strategy ddp --trainer.max_steps 200 --trainer.val_check_interval 100 \
                   --data.batch_size 64 --trainer.accumulate_grad_batches 1 --data.num_workers 4 --trainer.enable_progress_bar false \
                   --trainer.logger.init_args.save_dir "$out/ddp" 2>&1 | tee "$out/ddp.log" | grep -vE "^\s*$" | tail -12 ;;
+        ddp_species) g=data/species/full/aureus
+              NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 timeout 300 python3 -m seqmodels fit \
+                  --config configs/dna/species_tiny.yaml --model.preset 1.4m --model.backbone '{checkpointing: true}' \
+                  --data.genomes "{COL: $g/COL.fa, JKD6008: $g/JKD6008.fa, N315: $g/N315.fa, RF122: $g/RF122.fa, USA300_FPR3757: $g/USA300_FPR3757.fa}" \
+                  --data.split_fractions '[0.8, 0.1, 0.1]' --data.seq_len 16384 --data.batch_size 4 --data.train_samples_per_epoch 800 \
+                  --data.val_samples 100 --data.test_samples 100 --trainer.devices 2 --trainer.strategy ddp --trainer.accelerator gpu \
+                  --trainer.precision bf16-mixed --trainer.max_epochs 1 --trainer.enable_progress_bar false \
+                  --trainer.logger.init_args.save_dir "$out/ddp_species" 2>&1 | tee "$out/ddp_species.log" | grep -vE "^\s*$" | tail -12 ;;
         *) echo "unknown stage $stage" ;;
     esac
 done
