@@ -45,6 +45,12 @@ def genomes_arg(genome_dir: Path) -> str:
             f"{genome_dir}: missing {', '.join(f'{s}.fa' for s in missing)}; run "
             f"data/species/fetch_ragout_strains.sh to write the full genomes"
         )
+    # paths relative to the repository (where the commands run) when possible, so the printed
+    # commands are the ones a user types
+    try:
+        genome_dir = genome_dir.resolve().relative_to(REPO)
+    except ValueError:
+        pass
     return "{" + ", ".join(f"{s}: {genome_dir / (s + '.fa')}" for s in STRAINS) + "}"
 
 
