@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from seqmodels.data.download import download_file
 from seqmodels.data.audio_datasets import SC09_DIGITS, natural_sort_key, check_sc09_root
 
 SPEECH_COMMANDS_URL = "https://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
@@ -27,24 +28,6 @@ SPEECH_COMMANDS_URL = "https://download.tensorflow.org/data/speech_commands_v0.0
 YOUTUBEMIX_URL = "https://huggingface.co/datasets/krandiash/youtubemix/resolve/main/youtubemix.zip"
 _SC09_LISTS = ("validation_list.txt", "testing_list.txt")
 _CHUNK = 1 << 20
-
-
-def _download(url: str, dest: Path, headers: dict[str, str] | None = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar, through a temporary file renamed at the end."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        request = urllib.request.Request(url, headers=headers or {})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
-            total = resp.headers.get("Content-Length")
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=dest.name) as bar:
-                while chunk := resp.read(_CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dest
 
 
 def _sc09_member(name: str) -> str | None:
@@ -129,7 +112,7 @@ def prepare_sc09(
     archive = root / Path(urllib.request.url2pathname(url.rsplit("/", 1)[-1])).name
     if not archive.is_file():
         try:
-            _download(url, archive)
+            download_file(url, archive)
         except (urllib.error.URLError, OSError) as err:
             raise RuntimeError(
                 f"cannot download {url}: {err}\nDownload it by hand to {archive} and run this again "
@@ -224,7 +207,7 @@ def prepare_youtubemix(
         token = token if token is not None else os.environ.get("HF_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token and url.startswith("https://huggingface.co/") else None
         try:
-            _download(url, archive, headers=headers)
+            download_file(url, archive, headers=headers)
         except urllib.error.HTTPError as err:
             hint = " (the dataset is gated: accept its conditions on the Hub and set HF_TOKEN)" if err.code in (401, 403) else ""
             raise RuntimeError(f"cannot download {url}: {err}{hint}; or download it by hand to {archive}") from err

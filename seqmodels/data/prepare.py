@@ -8,68 +8,20 @@ Layout under ``root`` (the names HyenaDNA's instructions use)::
 
 from __future__ import annotations
 
-import gzip
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from seqmodels.data.bed import count_splits, read_bed
+from seqmodels.data.download import download_file, gunzip
 from seqmodels.data.fasta import FastaFile
 
 HG38_FASTA_URL = "https://storage.googleapis.com/basenji_barnyard2/hg38.ml.fa.gz"
 HG38_BED_URL = "https://storage.googleapis.com/basenji_barnyard2/sequences_human.bed"
 FASTA_NAME = "hg38.ml.fa"
 BED_NAME = "human-sequences.bed"
-_CHUNK = 1 << 20
-
-
-def _atomic_target(dest: Path) -> tuple[int, Path]:
-    # A temporary file in the destination folder, so the final rename is atomic and an
-    # interrupted run never leaves a truncated file under the final name.
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    return fd, Path(tmp)
-
-
-def download_file(url: str, dest: str | os.PathLike, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar, through a temporary file renamed at the
-    end. Raises ``urllib.error.URLError`` / ``OSError`` when the network or server fails."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _atomic_target(dest)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = resp.headers.get("Content-Length")
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=dest.name) as bar:
-                while chunk := resp.read(_CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
-
-
-def gunzip(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Stream-decompress ``src`` into ``dest`` (temporary file, then atomic rename)."""
-    src, dest = Path(src), Path(dest)
-    fd, tmp = _atomic_target(dest)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as raw, gzip.open(raw) as zipped:
-            with tqdm(total=src.stat().st_size, unit="B", unit_scale=True, desc=f"gunzip {src.name}") as bar:
-                while chunk := zipped.read(_CHUNK):
-                    out.write(chunk)
-                    bar.n = raw.tell()  # progress in compressed bytes: the total is known
-                    bar.refresh()
-        os.replace(tmp, dest)
-    except (OSError, EOFError) as err:
-        raise ValueError(f"cannot decompress {src}: {err} (delete it and download again)") from err
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
 
 
 def _missing_message(root: Path, missing: list[str], reason: str) -> str:

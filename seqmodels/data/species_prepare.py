@@ -14,16 +14,14 @@ It writes ``root/genomes.yaml`` with the ``--data.genomes`` mapping and returns 
 
 from __future__ import annotations
 
-import gzip
 import os
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tqdm import tqdm
 
+from seqmodels.data.download import download_file, gunzip
 from seqmodels.data.fasta import FastaFile
 
 UCSC_BASE_URL = "https://hgdownload.soe.ucsc.edu/goldenPath"
@@ -35,61 +33,11 @@ GREAT_APES: dict[str, str] = {
     "orangutan": "ponAbe3",
     "bonobo": "panPan3",
 }
-_CHUNK = 1 << 20
 
 
 def assembly_url(assembly: str, base_url: str = UCSC_BASE_URL) -> str:
     """``<base_url>/<asm>/bigZips/<asm>.fa.gz``."""
     return f"{base_url.rstrip('/')}/{assembly}/bigZips/{assembly}.fa.gz"
-
-
-def download(url: str, dest: Path, opener: Callable[[str], object] = urllib.request.urlopen) -> Path:
-    """Copy ``url`` to ``dest`` through ``dest.part`` with a progress bar; returns ``dest``.
-
-    ``opener(url)`` returns a binary file-like response (``urllib.request.urlopen`` by default;
-    it also opens ``file://`` URLs).
-    """
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with opener(url) as response:  # type: ignore[attr-defined]
-            headers = getattr(response, "headers", None)
-            total = headers.get("Content-Length") if headers is not None else None
-            with open(part, "wb") as out, tqdm(
-                total=int(total) if total else None, unit="B", unit_scale=True, desc=dest.name
-            ) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except BaseException:
-        part.unlink(missing_ok=True)  # a partial file must not look like a finished one later
-        raise
-    os.replace(part, dest)
-    return dest
-
-
-def gunzip(src: Path, dest: Path) -> Path:
-    """Decompress ``src`` to ``dest`` through ``dest.part``; returns ``dest``."""
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with gzip.open(src, "rb") as fin, open(part, "wb") as fout, tqdm(
-            total=src.stat().st_size, unit="B", unit_scale=True, desc=f"gunzip {src.name}"
-        ) as bar:
-            raw = fin.fileobj  # type: ignore[attr-defined]
-            last = 0
-            while chunk := fin.read(_CHUNK):
-                fout.write(chunk)
-                # Progress in compressed bytes, the only total known in advance.
-                pos = raw.tell()
-                bar.update(pos - last)
-                last = pos
-    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
-        part.unlink(missing_ok=True)
-        raise ValueError(f"{src} is not a complete gzip file ({err}); delete it and download it again") from None
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, dest)
-    return dest
 
 
 def prepare_great_apes(
@@ -125,7 +73,7 @@ def prepare_great_apes(
         fa, gz, url = root / f"{asm}.fa", root / f"{asm}.fa.gz", assembly_url(asm, base_url)
         if not fa.is_file() and not gz.is_file() and download:
             try:
-                _download(url, gz, opener)
+                download_file(url, gz, opener=opener)
             except (urllib.error.URLError, OSError) as err:
                 print(f"[prepare] could not download {url}: {err}")
         if not fa.is_file() and gz.is_file():
@@ -151,4 +99,3 @@ def prepare_great_apes(
 
 
 # The public name `download` is shadowed by prepare_great_apes' flag of the same name.
-_download = download

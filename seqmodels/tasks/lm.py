@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
@@ -14,6 +12,7 @@ from torchmetrics import MeanMetric
 from seqmodels.data.tokenizer import IGNORE_INDEX, PAD_ID
 from seqmodels.models import MambaConfig, MambaLM
 from seqmodels.tasks.optim import adamw_warmup_cosine
+from seqmodels.tasks.throughput import TokenThroughput
 
 CHECKPOINT_KIND = "dna_lm"
 
@@ -28,7 +27,7 @@ def build_config(preset: str | None, backbone: dict[str, Any] | None) -> MambaCo
     return MambaConfig(**overrides)
 
 
-class NextBaseLM(L.LightningModule):
+class NextBaseLM(TokenThroughput):
     """Cross-entropy over the next base at every non-PAD position.
 
     Logs, per split, ``loss``, ``ppl`` and ``bits_per_base``; in training also ``tokens_per_s``
@@ -60,7 +59,6 @@ class NextBaseLM(L.LightningModule):
         self.model = MambaLM(self.config)
         # one token-weighted mean loss per split (ModuleDict keys must not shadow nn.Module.train)
         self.mean_loss = torch.nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
-        self._batch_start: float | None = None
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids [batch, L] -> logits [batch, L, padded_vocab]."""
@@ -92,10 +90,11 @@ class NextBaseLM(L.LightningModule):
         self._shared_step(batch, "test")
 
     def _log_derived(self, split: str) -> None:
-        # perplexity and bits per base follow from the token-weighted mean loss of the epoch
+        # perplexity and bits per base follow from the token-weighted mean loss of the epoch;
+        # compute() already reduces over ranks, so every rank logs the same value
         loss = self.mean_loss[f"{split}_loss"].compute()
-        self.log(f"{split}/ppl", torch.exp(loss), sync_dist=False)
-        self.log(f"{split}/bits_per_base", loss / math.log(2), sync_dist=False)
+        self.log(f"{split}/ppl", torch.exp(loss), sync_dist=True)
+        self.log(f"{split}/bits_per_base", loss / math.log(2), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_derived("val")
@@ -105,17 +104,6 @@ class NextBaseLM(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_derived("train")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._batch_start = time.perf_counter()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._batch_start is None:
-            return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        elapsed = time.perf_counter() - self._batch_start
-        self.log("train/tokens_per_s", self._n_tokens / max(elapsed, 1e-9), on_step=True, prog_bar=True)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Per-base log-likelihood of the observed next base and mean-pooled embeddings."""

@@ -4,7 +4,6 @@ that writes sample clips while training."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from seqmodels.data.audio import SAMPLE_RATE
 from seqmodels.data.audio_datasets import IGNORE_INDEX
 from seqmodels.models import MambaUNet, MambaUNetConfig
 from seqmodels.tasks.optim import adamw_warmup_cosine
+from seqmodels.tasks.throughput import TokenThroughput
 
 CHECKPOINT_KIND = "waveform_lm"
 
@@ -33,7 +33,7 @@ def build_unet_config(preset: str | None, unet: dict[str, Any] | None) -> MambaU
     return MambaUNetConfig(**overrides)
 
 
-class WaveformLM(L.LightningModule):
+class WaveformLM(TokenThroughput):
     """Cross-entropy over the next mu-law code (256 classes) at every labelled sample.
 
     Logs, per split, ``loss`` (nats) and ``bits_per_sample`` (the NLL the SaShiMi / Mamba
@@ -71,7 +71,6 @@ class WaveformLM(L.LightningModule):
         self.config = build_unet_config(preset, unet)
         self.model = MambaUNet(self.config)
         self.mean_loss = torch.nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
-        self._batch_start: float | None = None
         self._n_tokens = 0
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -124,17 +123,6 @@ class WaveformLM(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_bits("test")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._batch_start = time.perf_counter()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._batch_start is None:
-            return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        elapsed = time.perf_counter() - self._batch_start
-        self.log("train/tokens_per_s", self._n_tokens / max(elapsed, 1e-9), on_step=True, prog_bar=True)
 
     def configure_optimizers(self):
         return adamw_warmup_cosine(self, self.model)
