@@ -60,6 +60,18 @@ def check_mixer_args(
         raise ValueError(f"{owner}.scan_impl must be one of {SCAN_IMPLS}, got {scan_impl!r}")
 
 
+# The MambaBlock arguments every model config carries under the same names.
+BLOCK_FIELDS: tuple[str, ...] = (
+    "d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init_floor",
+    "complex", "scan_impl", "rms_norm_eps", "residual_in_fp32",
+)
+
+
+def block_kwargs(config: Any) -> dict[str, Any]:
+    """``MambaBlock`` keyword arguments (besides d_model) read off a config with those fields."""
+    return {name: getattr(config, name) for name in BLOCK_FIELDS}
+
+
 def resolve_dt_rank(d_model: int, dt_rank: int | Literal["auto"]) -> int:
     """``"auto"`` means ceil(d_model / 16), as in the Mamba paper."""
     return math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
@@ -176,16 +188,4 @@ class MambaConfig:
 
     def mixer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~seqmodels.models.mamba.MambaBlock` (besides d_model)."""
-        return {
-            "d_state": self.d_state,
-            "d_conv": self.d_conv,
-            "expand": self.expand,
-            "dt_rank": self.dt_rank,
-            "dt_min": self.dt_min,
-            "dt_max": self.dt_max,
-            "dt_init_floor": self.dt_init_floor,
-            "complex": self.complex,
-            "scan_impl": self.scan_impl,
-            "rms_norm_eps": self.rms_norm_eps,
-            "residual_in_fp32": self.residual_in_fp32,
-        }
+        return block_kwargs(self)

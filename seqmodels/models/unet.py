@@ -34,7 +34,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from seqmodels.models.config import ScanImpl, check_mixer_args
+from seqmodels.models.config import ScanImpl, block_kwargs, check_mixer_args
 from seqmodels.models.lm import init_weights
 from seqmodels.models.mamba import MambaBlock, MixerState, RMSNorm
 
@@ -146,19 +146,7 @@ class MambaUNetConfig:
 
     def block_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`MambaBlock` besides d_model."""
-        return {
-            "d_state": self.d_state,
-            "d_conv": self.d_conv,
-            "expand": self.expand,
-            "dt_rank": self.dt_rank,
-            "dt_min": self.dt_min,
-            "dt_max": self.dt_max,
-            "dt_init_floor": self.dt_init_floor,
-            "complex": self.complex,
-            "scan_impl": self.scan_impl,
-            "rms_norm_eps": self.rms_norm_eps,
-            "residual_in_fp32": self.residual_in_fp32,
-        }
+        return block_kwargs(self)
 
 
 class DownPool(nn.Module):

@@ -6,13 +6,11 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torchmetrics import MeanMetric
 
 from seqmodels.data.tokenizer import IGNORE_INDEX, PAD_ID
 from seqmodels.models import MambaConfig, MambaLM
 from seqmodels.tasks.optim import adamw_warmup_cosine
-from seqmodels.tasks.throughput import TokenThroughput
+from seqmodels.tasks.next_token import NextTokenTask
 
 CHECKPOINT_KIND = "dna_lm"
 
@@ -27,7 +25,7 @@ def build_config(preset: str | None, backbone: dict[str, Any] | None) -> MambaCo
     return MambaConfig(**overrides)
 
 
-class NextBaseLM(TokenThroughput):
+class NextBaseLM(NextTokenTask):
     """Cross-entropy over the next base at every non-PAD position.
 
     Logs, per split, ``loss``, ``ppl`` and ``bits_per_base``; in training also ``tokens_per_s``
@@ -57,42 +55,15 @@ class NextBaseLM(TokenThroughput):
         self.save_hyperparameters()
         self.config = build_config(preset, backbone)
         self.model = MambaLM(self.config)
-        # one token-weighted mean loss per split (ModuleDict keys must not shadow nn.Module.train)
-        self.mean_loss = torch.nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids [batch, L] -> logits [batch, L, padded_vocab]."""
         return self.model(input_ids)
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        logits = self(batch["input_ids"])
-        labels = batch["labels"]
-        n_tokens = (labels != IGNORE_INDEX).sum()
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        ) / n_tokens.clamp(min=1)
-        metric = self.mean_loss[f"{split}_loss"]
-        metric.update(loss.detach(), weight=n_tokens)
-        on_step = split == "train"
-        self.log(f"{split}/loss", metric, on_step=False, on_epoch=True, prog_bar=True, sync_dist=False)
-        if on_step:
-            self.log("train/loss_step", loss.detach(), on_step=True, prog_bar=False)
-        self._n_tokens = int(n_tokens)
-        return loss
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
     def _log_derived(self, split: str) -> None:
         # perplexity and bits per base follow from the token-weighted mean loss of the epoch;
         # compute() already reduces over ranks, so every rank logs the same value
-        loss = self.mean_loss[f"{split}_loss"].compute()
+        loss = self.epoch_loss(split)
         self.log(f"{split}/ppl", torch.exp(loss), sync_dist=True)
         self.log(f"{split}/bits_per_base", loss / math.log(2), sync_dist=True)
 

@@ -9,16 +9,13 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from torchmetrics import MeanMetric
 
 from seqmodels.data.audio import SAMPLE_RATE
-from seqmodels.data.audio_datasets import IGNORE_INDEX
 from seqmodels.models import MambaUNet, MambaUNetConfig
 from seqmodels.tasks.optim import adamw_warmup_cosine
-from seqmodels.tasks.throughput import TokenThroughput
+from seqmodels.tasks.next_token import NextTokenTask
 
 CHECKPOINT_KIND = "waveform_lm"
 
@@ -33,7 +30,7 @@ def build_unet_config(preset: str | None, unet: dict[str, Any] | None) -> MambaU
     return MambaUNetConfig(**overrides)
 
 
-class WaveformLM(TokenThroughput):
+class WaveformLM(NextTokenTask):
     """Cross-entropy over the next mu-law code (256 classes) at every labelled sample.
 
     Logs, per split, ``loss`` (nats) and ``bits_per_sample`` (the NLL the SaShiMi / Mamba
@@ -70,8 +67,6 @@ class WaveformLM(TokenThroughput):
         self.save_hyperparameters()
         self.config = build_unet_config(preset, unet)
         self.model = MambaUNet(self.config)
-        self.mean_loss = torch.nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
-        self._n_tokens = 0
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids [B, L] -> logits [B, L, 256]."""
@@ -86,33 +81,9 @@ class WaveformLM(TokenThroughput):
                 f"model.mu_law is {self.hparams.mu_law!r} but data.mu_law is {data_mu_law!r}; set them equal"
             )
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        logits = self(batch["input_ids"])  # [B, L, 256]
-        labels = batch["labels"]
-        n_tokens = (labels != IGNORE_INDEX).sum()
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        ) / n_tokens.clamp(min=1)
-        metric = self.mean_loss[f"{split}_loss"]
-        metric.update(loss.detach(), weight=n_tokens)
-        self.log(f"{split}/loss", metric, on_step=False, on_epoch=True, prog_bar=True)
-        if split == "train":
-            self.log("train/loss_step", loss.detach(), on_step=True, prog_bar=False)
-        self._n_tokens = int(n_tokens)
-        return loss
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
     def _log_bits(self, split: str) -> None:
         # Bits per sample from the epoch's sample-weighted mean loss (nats).
-        loss = self.mean_loss[f"{split}_loss"].compute()
+        loss = self.epoch_loss(split)
         self.log(f"{split}/bits_per_sample", loss / math.log(2))
 
     def on_train_epoch_end(self) -> None:
