@@ -33,13 +33,20 @@ from seqmodels.tasks.callbacks import read_metrics_csv
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/dna/species_tiny.yaml"
-STRAINS = ("COL", "JKD6008", "N315", "RF122", "USA300_FPR3757")
+STRAINS = ("COL", "JKD6008", "N315", "RF122", "USA300_FPR3757")  # the default genome folder's
+
+
+def strains_in(genome_dir: Path) -> tuple[str, ...]:
+    """The classes: the default S. aureus strains, or every ``*.fa`` of another genome folder."""
+    found = tuple(sorted(p.stem for p in genome_dir.glob("*.fa")))
+    return STRAINS if not found or set(STRAINS) <= set(found) else found
 DEFAULT_LENGTHS = (2**10, 2**12, 2**14, 2**15)
 
 
 def genomes_arg(genome_dir: Path) -> str:
     """The ``--data.genomes`` mapping (flow-style YAML) for the five strains in ``genome_dir``."""
-    missing = [s for s in STRAINS if not (genome_dir / f"{s}.fa").is_file()]
+    strains = strains_in(genome_dir)
+    missing = [s for s in strains if not (genome_dir / f"{s}.fa").is_file()]
     if missing:
         raise FileNotFoundError(
             f"{genome_dir}: missing {', '.join(f'{s}.fa' for s in missing)}; run "
@@ -51,7 +58,7 @@ def genomes_arg(genome_dir: Path) -> str:
         genome_dir = genome_dir.resolve().relative_to(REPO)
     except ValueError:
         pass
-    return "{" + ", ".join(f"{s}: {genome_dir / (s + '.fa')}" for s in STRAINS) + "}"
+    return "{" + ", ".join(f"{s}: {genome_dir / (s + '.fa')}" for s in strains) + "}"
 
 
 def _round_to(n: int, multiple: int) -> int:
@@ -61,7 +68,7 @@ def _round_to(n: int, multiple: int) -> int:
 def run_commands(args: argparse.Namespace, length: int, out_dir: Path) -> tuple[list[str], list[str], int]:
     """The ``fit`` and ``test`` argument lists for one length, and the batch size used."""
     batch = args.batch_size or max(1, args.tokens_per_batch // length)
-    k = len(STRAINS)
+    k = len(strains_in(args.genome_dir))
     # One epoch that ends exactly at max_steps, so validation and the checkpoints come at the end.
     train_samples = _round_to(args.max_steps * batch, k)
     common = [
@@ -123,7 +130,7 @@ def measure(args: argparse.Namespace, length: int) -> dict:
     fit_s = _run(fit, out_dir / "fit.log")
     test_s = _run(test, out_dir / "test.log")
     series = read_metrics_csv(out_dir / "runs" / f"L{length}" / "version_1" / "metrics.csv")
-    per_class = {s: series[f"test/acc_{s}"][-1][1] for s in STRAINS if f"test/acc_{s}" in series}
+    per_class = {s: series[f"test/acc_{s}"][-1][1] for s in strains_in(args.genome_dir) if f"test/acc_{s}" in series}
     return {
         "L": length,
         "batch": batch,
@@ -183,11 +190,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         r = rows[-1]
         print(f"L={length}: test accuracy {r['test_acc']:.3f} ({r['fit_s']:.0f} s fit)", flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    report = {"device": device, "strains": list(STRAINS), "chance": 1 / len(STRAINS), "rows": rows,
+    strains = strains_in(args.genome_dir)
+    report = {"device": device, "genome_dir": str(args.genome_dir), "strains": list(strains), "chance": 1 / len(strains), "rows": rows,
               "argv": sys.argv[1:] if argv is None else list(argv)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "species_context.json").write_text(json.dumps(report, indent=2))
-    print(f"\nS. aureus strain classification, {len(STRAINS)} classes (chance {1 / len(STRAINS):.0%}), {device}")
+    print(f"\n{args.genome_dir.name} strain classification, {len(strains)} classes (chance {1 / len(strains):.0%}), {device}")
     print(f"{'L':>8}  {'batch':>5}  {'steps':>5}  {'test acc':>8}  {'fit s':>6}")
     for r in rows:
         print(f"{r['L']:>8}  {r['batch']:>5}  {r['steps']:>5}  {r['test_acc']:>8.3f}  {r['fit_s']:>6.0f}")
