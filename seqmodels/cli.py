@@ -118,6 +118,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         from seqmodels.evaluate_sc09 import evaluate_sc09_main
 
         raise SystemExit(evaluate_sc09_main(args[1:]))
+    if not args or args[0] in ("-h", "--help"):
+        print(
+            "seqmodels: fit | validate | test | predict (LightningCLI, below), and\n"
+            "  seqmodels prepare DATASET --root DIR       download or check a dataset\n"
+            "  seqmodels generate --checkpoint CKPT ...   sample audio clips\n"
+            "  seqmodels evaluate-sc09 --classifier CKPT --samples DIR\n"
+            "each with --help.\n"
+        )
     # args=None lets LightningCLI read sys.argv itself (and DDP re-launch the same command line)
     SeqModelsCLI(args=None if argv is None else args)
 
