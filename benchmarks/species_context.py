@@ -96,6 +96,7 @@ def run_commands(args: argparse.Namespace, length: int, out_dir: Path) -> tuple[
         "fit", *common, *model,
         "--model.lr", str(args.lr if args.lr is not None else (1e-4 if args.init_from else 2e-3)),
         "--model.warmup_steps", str(max(1, args.max_steps // 10)),
+        "--model.pooling", args.pooling,
         "--data.train_samples_per_epoch", str(train_samples),
         "--trainer.max_epochs", "1",
         "--trainer.max_steps", str(args.max_steps),
@@ -155,6 +156,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone", help="MambaConfig fields as flow YAML (replaces --preset; with "
                    "--init-from only scan_impl/checkpointing)")
     p.add_argument("--init-from", type=Path, help="pretraining (dna_lm) checkpoint to fine-tune")
+    p.add_argument("--pooling", default="last", choices=["last", "mean"], help="classifier pooling")
     p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3 from scratch, 1e-4 fine-tuning)")
     p.add_argument("--genome-dir", type=Path, default=REPO / "data/species/full/aureus")
     p.add_argument("--val-samples", type=int, default=250)

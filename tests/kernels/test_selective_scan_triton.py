@@ -235,6 +235,40 @@ def test_triton_scan_writes_every_output(nan_empty, device: torch.device) -> Non
             assert not torch.isnan(torch.view_as_real(t) if t.is_complex() else t).any(), name
 
 
+# Chunks of several tiles (tile = 32 positions real, 16 complex): the forward carries the state
+# from tile to tile inside a program and saves it at every tile boundary for the backward.
+_MULTI_TILE_CASES = [
+    pytest.param(Case(1, 4, 4, 150, 64, b="var", c="group", groups=2), id="real-fp32-T64-3chunks"),
+    pytest.param(Case(1, 3, 3, 75, 64, complex=True, b="group", c="var", groups=3, has_init=True),
+                 id="cplx-fp32-T64-2chunks-init"),
+    pytest.param(Case(1, 4, 4, 70, None, dtype="bf16", b="const", c="var", has_init=True),
+                 id="real-bf16-default-one-chunk-3tiles"),
+    pytest.param(Case(1, 3, 2, 40, 64, complex=True, dtype="fp16", b="var", c="const", has_z=False),
+                 id="cplx-fp16-T64-chunk-past-L"),
+]
+
+
+@pytest.mark.parametrize("case", _MULTI_TILE_CASES)
+def test_triton_scan_multi_tile_chunks(case: Case, nan_empty, device: torch.device) -> None:
+    check_case(case, device)
+
+
+def test_triton_scan_launch_heuristics() -> None:
+    """Host-side choices for an H100-sized grid (132 SMs, so at least 528 programs)."""
+    from seqmodels.kernels.selective_scan.triton_scan import _bwd_sub_blocks, _fwd_tiles_per_chunk
+
+    # Backward: 32 channels per program at dim 1536 (8 blocks of 4), within groups of 192.
+    assert _bwd_sub_blocks(1536, [1536, 1536], 4, 8 * 64, 528) == 8
+    assert _bwd_sub_blocks(1536, [192, 1536], 4, 8 * 64, 528) == 8
+    assert _bwd_sub_blocks(1536, [12, 1536], 4, 8 * 64, 528) == 3  # 12-channel groups
+    assert _bwd_sub_blocks(256, [256, 256], 4, 2, 528) == 1  # small grid: keep programs
+    # Forward: one chunk per row when batch x d-blocks fills the GPU, else split the sequence.
+    assert _fwd_tiles_per_chunk(64, 8 * 384, 528) == 64
+    assert _fwd_tiles_per_chunk(128, 2 * 64, 528) == 16  # 8 chunks x 128 = 1024 programs
+    assert _fwd_tiles_per_chunk(128, 1024, 0) == 128
+    assert _fwd_tiles_per_chunk(1, 1, 528) == 1
+
+
 # ---- GPU rows (realistic sizes) ----------------------------------------------------------------
 _GPU_CASES = [
     pytest.param(Case(2, 256, 16, 4096, None, dtype="bf16", b="var", c="var"), id="real-bf16-var-4k"),
