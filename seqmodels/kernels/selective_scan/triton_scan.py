@@ -5,10 +5,12 @@ Function; the public :func:`selective_scan_triton`. The math (chunking, the carr
 adjoint) is in README.md, section "The fused Triton kernels".
 
 Shapes use one alphabet: ``B`` batch, ``D`` channels, ``L`` length, ``N`` state, ``G`` groups,
-``K`` chunks of ``T`` positions. Every kernel program owns ``BLOCK_D`` channels of one batch row
-and one chunk; its state lives in registers as ``[BLOCK_D, BLOCK_N, BLOCK_T]`` tiles (real and
-imaginary parts as two fp32 tiles for a complex scan) and is never written to memory; only the
-per-chunk boundary states ``[B, D, K, N]`` are.
+``K`` chunks of one or more tiles of ``T`` positions. A forward program owns ``BLOCK_D`` channels
+of one batch row and one chunk, which it walks tile by tile; its state lives in registers as
+``[BLOCK_D, BLOCK_N, BLOCK_T]`` tiles (real and imaginary parts as two fp32 tiles for a complex
+scan) and is never written to memory; only the states at tile boundaries ``[B, D, L / T, N]``
+are. The backward works one tile at a time, a program looping over up to 32 channels in blocks
+of ``BLOCK_D``.
 """
 
 from __future__ import annotations
@@ -719,14 +721,28 @@ def _as_real_buffer(x: Tensor | None) -> Tensor | None:
     return (torch.view_as_real(x) if x.is_complex() else x).contiguous()
 
 
-def _launch_cfg(block_d: int, block_n: int, block_t: int, live_tiles: int = 4) -> dict:
+def _launch_cfg(block_d: int, block_n: int, block_t: int, live_tiles: int = 4,
+                maxnreg: int | None = None) -> dict:
     # Warps scale with the registers a program needs (tile size x tiles alive at once; the
     # backward keeps about 20 alive); the interpreter ignores this. Not tuned yet.
     per_thread = block_d * block_n * block_t * live_tiles // 32
     warps = 1
     while warps < 8 and per_thread // warps > 128:
         warps *= 2
-    return {"num_warps": max(warps, 2)}
+    cfg = {"num_warps": max(warps, 2)}
+    if maxnreg is not None:
+        cfg["maxnreg"] = maxnreg
+    return cfg
+
+
+# Register caps for the looping kernels. A loop over tiles or channel blocks keeps more values
+# alive than one tile did: compiled for sm_90 (ptxas of triton 3.6, N = 16), the real backward
+# went from 128 to 180 registers a thread at 8 warps (one program per SM instead of two), the
+# real forward scan from 96 to 168 at 2 warps. Capped at 128, ptxas spills 16 bytes (backward)
+# and nothing (forward). The complex forward (239 registers) would spill 224 bytes at 128 and is
+# left alone. Unmeasured on the GPU: None turns a cap off.
+_BWD_MAXNREG: int | None = 128
+_FWD_MAXNREG: int | None = 128
 
 
 def _fwd_tiles_per_chunk(n_tiles: int, other_programs: int, min_programs: int) -> int:
@@ -797,7 +813,8 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, c
         IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hin is not None,
         WRITE_LAST=want_last, WRITE_STATES=write_states, BLOCK_D=bd, BLOCK_N=bn, BLOCK_T=bt,
-        TILES=tpc, **cfg,
+        TILES=tpc,
+        **_launch_cfg(bd, bn, bt, maxnreg=_FWD_MAXNREG if tpc > 1 and not is_complex else None),
     )
     if last is not None:
         last = torch.view_as_complex(last) if is_complex else last.squeeze(-1)
@@ -863,7 +880,7 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hin
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hin is not None,
         HAS_CIN=cin is not None, WRITE_DINIT=want_dinit,
         BLOCK_D=bd, SUB_BLOCKS=n_sub, BLOCK_N=bn, BLOCK_T=bt,
-        **_launch_cfg(bd, bn, bt, 20 if is_complex else 12),
+        **_launch_cfg(bd, bn, bt, 20 if is_complex else 12, _BWD_MAXNREG if n_sub > 1 else None),
     )
     dA = dA.sum(0)
     dA = torch.view_as_complex(dA) if is_complex else dA.squeeze(-1)
