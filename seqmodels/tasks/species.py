@@ -35,6 +35,7 @@ from seqmodels.models.classifier import POOLINGS, Pooling
 from seqmodels.tasks.lm import CHECKPOINT_KIND as LM_CHECKPOINT_KIND
 from seqmodels.tasks.lm import build_config
 from seqmodels.tasks.optim import adamw_warmup_cosine
+from seqmodels.tasks.writers import flat_predictions, run_dir
 
 CHECKPOINT_KIND = "species_classifier"
 # Backbone fields that change how the pretrained network runs, never its weights' shapes or
@@ -288,14 +289,6 @@ class SpeciesClassifier(L.LightningModule):
 # -- callbacks ---------------------------------------------------------------------------------
 
 
-def _run_dir(trainer: L.Trainer, output_dir: str | None, fallback: str) -> Path:
-    if output_dir is not None:
-        return Path(output_dir)
-    if trainer.logger is not None and getattr(trainer.logger, "log_dir", None):
-        return Path(trainer.logger.log_dir)
-    return Path(fallback)
-
-
 def write_confusion_csv(path: Path, cm: Tensor, class_names: list[str]) -> None:
     """Counts [K, K] as CSV: header ``true\\predicted,<names>``, one row per true class."""
     tmp = path.with_name(path.name + ".tmp")
@@ -363,7 +356,7 @@ class ConfusionMatrixWriter(Callback):
         names = getattr(pl_module, "class_names", None)
         if cm is None or not names:
             return
-        out = _run_dir(trainer, self.output_dir, "predictions")
+        out = run_dir(trainer, self.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         csv_path, png_path = out / "confusion_test.csv", out / "confusion_test.png"
         write_confusion_csv(csv_path, cm, names)
@@ -387,13 +380,11 @@ class SpeciesPredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
-        outputs: list[dict[str, Any]] = predictions
-        if outputs and isinstance(outputs[0], list):  # several dataloaders
-            outputs = [o for group in outputs for o in group]
+        outputs = flat_predictions(predictions)
         names = getattr(pl_module, "class_names", None)
         if not outputs or not names or "probs" not in outputs[0]:
             return
-        out = _run_dir(trainer, self.output_dir, "predictions")
+        out = run_dir(trainer, self.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         name = self.filename
         if trainer.world_size > 1:

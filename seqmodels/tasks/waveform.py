@@ -4,7 +4,6 @@ that writes sample clips while training."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -16,6 +15,7 @@ from seqmodels.data.audio import SAMPLE_RATE
 from seqmodels.models import MambaUNet, MambaUNetConfig
 from seqmodels.tasks.optim import adamw_warmup_cosine
 from seqmodels.tasks.next_token import NextTokenTask
+from seqmodels.tasks.writers import run_dir
 
 CHECKPOINT_KIND = "waveform_lm"
 
@@ -128,12 +128,6 @@ class AudioSampleLogger(Callback):
         self.seconds = seconds
         self.seed = seed
 
-    def _run_dir(self, trainer: L.Trainer) -> Path:
-        logger = trainer.logger
-        if logger is not None and getattr(logger, "log_dir", None):
-            return Path(logger.log_dir)
-        return Path(trainer.default_root_dir)
-
     @rank_zero_only
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -153,4 +147,4 @@ class AudioSampleLogger(Callback):
             )
         finally:
             model.train(was_training)
-        write_clips(codes, pl_module.hparams.mu_law, self._run_dir(trainer) / "samples" / f"step_{step:07d}")
+        write_clips(codes, pl_module.hparams.mu_law, run_dir(trainer, None, trainer.default_root_dir) / "samples" / f"step_{step:07d}")

@@ -35,6 +35,22 @@ def write_bedgraph(path: Path, chroms: list[str], starts: np.ndarray, loglik: np
                 f.write(f"{chrom}\t{pos}\t{pos + 1}\t{value:.5f}\n")
     os.replace(tmp, path)
 
+def run_dir(trainer: L.Trainer, output_dir: str | None, fallback: str = "predictions") -> Path:
+    """Where a writer puts its files: ``output_dir``, else the logger's run folder, else ``fallback``."""
+    if output_dir is not None:
+        return Path(output_dir)
+    if trainer.logger is not None and getattr(trainer.logger, "log_dir", None):
+        return Path(trainer.logger.log_dir)
+    return Path(fallback)
+
+
+def flat_predictions(predictions: Any) -> list[dict[str, Any]]:
+    """``predict_step`` outputs as one list (Lightning nests them per dataloader when there are several)."""
+    if predictions and isinstance(predictions[0], list):
+        return [o for group in predictions for o in group]
+    return list(predictions or [])
+
+
 class PredictionWriter(BasePredictionWriter):
     """Collects ``predict_step`` outputs and writes them once prediction ends.
 
@@ -50,22 +66,13 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.bedgraph = bedgraph
 
-    def _dir(self, trainer: L.Trainer) -> Path:
-        if self.output_dir is not None:
-            return Path(self.output_dir)
-        if trainer.logger is not None and getattr(trainer.logger, "log_dir", None):
-            return Path(trainer.logger.log_dir)
-        return Path("predictions")
-
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
-        outputs: list[dict[str, Any]] = predictions
-        if outputs and isinstance(outputs[0], list):  # several dataloaders
-            outputs = [o for group in outputs for o in group]
+        outputs = flat_predictions(predictions)
         if not outputs:
             return
-        out_dir = self._dir(trainer)
+        out_dir = run_dir(trainer, self.output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         arrays: dict[str, np.ndarray] = {
