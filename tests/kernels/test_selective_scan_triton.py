@@ -235,7 +235,7 @@ def test_triton_scan_writes_every_output(nan_empty, device: torch.device) -> Non
             assert not torch.isnan(torch.view_as_real(t) if t.is_complex() else t).any(), name
 
 
-# Chunks of several tiles (tile = 32 positions real, 16 complex): the forward carries the state
+# Chunks of several tiles (16 positions under the interpreter): the forward carries the state
 # from tile to tile inside a program and saves it at every tile boundary for the backward.
 _MULTI_TILE_CASES = [
     pytest.param(Case(1, 4, 4, 150, 64, b="var", c="group", groups=2), id="real-fp32-T64-3chunks"),
@@ -254,19 +254,14 @@ def test_triton_scan_multi_tile_chunks(case: Case, nan_empty, device: torch.devi
 
 
 def test_triton_scan_launch_heuristics() -> None:
-    """Host-side choices for an H100-sized grid (132 SMs, so at least 528 programs)."""
-    from seqmodels.kernels.selective_scan.triton_scan import _bwd_sub_blocks, _fwd_tiles_per_chunk
+    """Host-side choice of the chunk length for an H100-sized grid (132 SMs, 1056 programs)."""
+    from seqmodels.kernels.selective_scan.triton_scan import _tiles_per_chunk
 
-    # Backward: 32 channels per program at dim 1536 (8 blocks of 4), within groups of 192.
-    assert _bwd_sub_blocks(1536, [1536, 1536], 4, 8 * 64, 528) == 8
-    assert _bwd_sub_blocks(1536, [192, 1536], 4, 8 * 64, 528) == 8
-    assert _bwd_sub_blocks(1536, [12, 1536], 4, 8 * 64, 528) == 3  # 12-channel groups
-    assert _bwd_sub_blocks(256, [256, 256], 4, 2, 528) == 1  # small grid: keep programs
-    # Forward: one chunk per row when batch x d-blocks fills the GPU, else split the sequence.
-    assert _fwd_tiles_per_chunk(64, 8 * 384, 528) == 64
-    assert _fwd_tiles_per_chunk(128, 2 * 64, 528) == 16  # 8 chunks x 128 = 1024 programs
-    assert _fwd_tiles_per_chunk(128, 1024, 0) == 128
-    assert _fwd_tiles_per_chunk(1, 1, 528) == 1
+    # One chunk per row when batch x dim fills the GPU, else split the sequence.
+    assert _tiles_per_chunk(32, 8 * 1536, 1056) == 32
+    assert _tiles_per_chunk(8192, 256, 1056) == 2048  # 4 chunks x 256 channels = 1024 programs
+    assert _tiles_per_chunk(128, 1024, 0) == 128
+    assert _tiles_per_chunk(1, 1, 1056) == 1
 
 
 # ---- GPU rows (realistic sizes) ----------------------------------------------------------------
