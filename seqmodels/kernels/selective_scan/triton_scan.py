@@ -38,50 +38,6 @@ def _softplus(x):
 
 
 @triton.jit
-def _load_dt(delta_ptr, bias_ptr, io_off, offs_d, mask_d, mask, HAS_BIAS: tl.constexpr,
-             SOFTPLUS: tl.constexpr):
-    """delta (+ bias) (-> softplus) as fp32 ``[BLOCK_D, BLOCK_T]``; zero where masked, so padded
-    positions decay by exp(0) = 1 and add nothing. Also returns the pre-softplus value."""
-    raw = tl.load(delta_ptr + io_off, mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        raw += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[:, None]
-    if SOFTPLUS:
-        dt = _softplus(raw)
-    else:
-        dt = raw
-    return tl.where(mask, dt, 0.0), raw
-
-
-@triton.jit
-def _load_bc(ptr, pid_b, grp, offs_d, offs_n, offs_t, mask_d, mask_n, mask_t, s0, s1, s2, s_ri,
-             VAR: tl.constexpr, IS_COMPLEX: tl.constexpr):
-    """B or C as fp32 tiles broadcastable to ``[BLOCK_D, BLOCK_N, BLOCK_T]`` (chunk passes).
-
-    Variable (planar ``[B, G, N, NC, L]``): ``ptr[b, g, n, (ri,) t]`` -> ``[1, BLOCK_N, BLOCK_T]``;
-    constant: ``ptr[d * s1 + n * s2 (+ s_ri imag)]`` -> ``[BLOCK_D, BLOCK_N, 1]``. Imaginary part
-    is 0 for real.
-    """
-    if VAR:
-        base = pid_b.to(tl.int64) * s0 + grp.to(tl.int64) * s1
-        off = base + offs_n[:, None].to(tl.int64) * s2 + offs_t[None, :]
-        m = mask_n[:, None] & mask_t[None, :]
-        re = tl.load(ptr + off, mask=m, other=0.0).to(tl.float32)[None, :, :]
-        if IS_COMPLEX:
-            im = tl.load(ptr + off + s_ri, mask=m, other=0.0).to(tl.float32)[None, :, :]
-        else:
-            im = tl.zeros_like(re)
-    else:
-        off = offs_d[:, None].to(tl.int64) * s1 + offs_n[None, :] * s2
-        m = mask_d[:, None] & mask_n[None, :]
-        re = tl.load(ptr + off, mask=m, other=0.0).to(tl.float32)[:, :, None]
-        if IS_COMPLEX:
-            im = tl.load(ptr + off + s_ri, mask=m, other=0.0).to(tl.float32)[:, :, None]
-        else:
-            im = tl.zeros_like(re)
-    return re, im
-
-
-@triton.jit
 def _load_pair(ptr, off, mask, IS_COMPLEX: tl.constexpr):
     """fp32 real and imaginary parts at ``off`` and ``off + 1`` (imaginary 0 for a real scan)."""
     re = tl.load(ptr + off, mask=mask, other=0.0).to(tl.float32)
@@ -90,18 +46,6 @@ def _load_pair(ptr, off, mask, IS_COMPLEX: tl.constexpr):
     else:
         im = tl.zeros_like(re)
     return re, im
-
-
-@triton.jit
-def _decay(dt, Ar, Ai, IS_COMPLEX: tl.constexpr):
-    """exp(dt * A) for dt ``[BLOCK_D, 1|BLOCK_T]``-shaped (pre-broadcast) and A ``[BLOCK_D, BLOCK_N]``.
-    Returns real and imaginary ``[BLOCK_D, BLOCK_N, BLOCK_T]`` tiles (imaginary 0 for real)."""
-    mag = tl.exp(dt[:, None, :] * Ar[:, :, None])
-    if IS_COMPLEX:
-        ang = dt[:, None, :] * Ai[:, :, None]
-        return mag * tl.cos(ang), mag * tl.sin(ang)
-    else:
-        return mag, tl.zeros_like(mag)
 
 
 @triton.jit
@@ -130,70 +74,6 @@ def _state_off(pid_b, offs_d, offs_n, dim, n_chunks, k, dstate, NC: tl.constexpr
 # --------------------------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _fwd_chunk_state_kernel(
-    # pointers
-    u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, S_ptr, dtsum_ptr,
-    # dims
-    dim, L, n_chunks, dstate, group_b,
-    # strides of B
-    sB0, sB1, sB2, sB3,
-    # meta
-    IS_COMPLEX: tl.constexpr, VAR_B: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, TILES: tl.constexpr,
-):
-    """Pass 1: each chunk's end state started from zero, S_k = sum_t exp(A (T_k - S_t)) dt_t B_t u_t
-    (S_t = inclusive cumsum of dt, T_k its total), and T_k itself (the chunk's log decay / A).
-    A chunk is ``TILES`` tiles of ``BLOCK_T`` positions: per tile the same sum, then
-    S <- exp(A T_tile) S + S_tile carries the partial state across tiles in registers."""
-    pid_k = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_b = tl.program_id(2)
-    NC: tl.constexpr = 2 if IS_COMPLEX else 1
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < dim
-    mask_n = offs_n < dstate
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    a_off = offs_d[:, None] * (dstate * NC) + (offs_n * NC)[None, :]
-    Ar, Ai = _load_pair(A_ptr, a_off, mask_dn, IS_COMPLEX)
-    row = (pid_b * dim + offs_d).to(tl.int64)[:, None] * L  # [BD, 1]
-
-    hr = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    hi = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    tot = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for j in range(0, TILES):
-        offs_t = (pid_k * TILES + j) * BLOCK_T + tl.arange(0, BLOCK_T)
-        mask_t = offs_t < L
-        mask = mask_d[:, None] & mask_t[None, :]
-        io_off = row + offs_t[None, :]  # [BD, BT]
-        u = tl.load(u_ptr + io_off, mask=mask, other=0.0).to(tl.float32)
-        dt, _ = _load_dt(delta_ptr, bias_ptr, io_off, offs_d, mask_d, mask, HAS_BIAS, SOFTPLUS)
-        Br, Bi = _load_bc(B_ptr, pid_b, (pid_d * BLOCK_D) // group_b, offs_d, offs_n, offs_t, mask_d,
-                          mask_n, mask_t, sB0, sB1, sB2, sB3, VAR_B, IS_COMPLEX)
-
-        tot_j = tl.sum(dt, axis=1)  # [BD]
-        rem = tot_j[:, None] - tl.cumsum(dt, axis=1)  # [BD, BT]: sum of dt after t, >= 0
-        er, ei = _decay(rem, Ar, Ai, IS_COMPLEX)  # [BD, BN, BT]
-        dtu = (dt * u)[:, None, :]
-        # x = dt u B; tile end state = sum_t decay_t * x_t
-        sr = tl.sum(er * (dtu * Br) - ei * (dtu * Bi), axis=2)  # [BD, BN]
-        mag = tl.exp(tot_j[:, None] * Ar)  # the tile's total decay
-        if IS_COMPLEX:
-            si = tl.sum(er * (dtu * Bi) + ei * (dtu * Br), axis=2)
-            pr = mag * tl.cos(tot_j[:, None] * Ai)
-            pi = mag * tl.sin(tot_j[:, None] * Ai)
-            hr, hi = pr * hr - pi * hi + sr, pr * hi + pi * hr + si
-        else:
-            hr = mag * hr + sr
-        tot += tot_j
-    s_off = _state_off(pid_b, offs_d, offs_n, dim, n_chunks, pid_k, dstate, NC)
-    tl.store(S_ptr + s_off, hr, mask=mask_dn)
-    if IS_COMPLEX:
-        tl.store(S_ptr + s_off + 1, hi, mask=mask_dn)
-    tl.store(dtsum_ptr + (pid_b * dim + offs_d).to(tl.int64) * n_chunks + pid_k, tot, mask=mask_d)
 
 
 @triton.jit
@@ -248,62 +128,6 @@ def _carry_kernel(
             cr = mag * cr + sr
 
 
-# --------------------------------------------------------------------------------------------
-# Per-channel 2-D tiles (version 3)
-# --------------------------------------------------------------------------------------------
-# A program of the scan kernels owns ONE channel of one batch row and walks its chunk in tiles
-# of ``[BLOCK_N, BLOCK_T]``: state index along rows, positions along columns. B and C are loaded
-# as such tiles straight from memory (positions contiguous), so Triton gives the tile a layout in
-# which every thread holds several consecutive positions of a row: ``tl.associative_scan`` then
-# runs sequentially inside a thread and needs shuffles only between threads (a [channels, N, T]
-# tile built by broadcasting got one position per thread and a full shuffle tree per element).
-# Per-position sequences (u, delta, z, dout) are [BLOCK_T] vectors, the sums over N reductions.
-
-
-@triton.jit
-def _load_bc2(ptr, pid_b, grp, d, offs_n, offs_t, mask_n, mask_t, s0, s1, s2, s_ri,
-              VAR: tl.constexpr, IS_COMPLEX: tl.constexpr):
-    """B or C of channel ``d`` as fp32 tiles broadcastable to ``[BLOCK_N, BLOCK_T]``.
-
-    Variable (planar layout ``[B, G, N, NC, L]``): ``ptr[b, g, n, (ri,) t]`` -> ``[BLOCK_N, BLOCK_T]``;
-    constant (``[D, N, NC]``): ``ptr[d, n, (ri)]`` -> ``[BLOCK_N, 1]``. Imaginary part 0 for real."""
-    if VAR:
-        off = (pid_b.to(tl.int64) * s0 + grp.to(tl.int64) * s1
-               + offs_n[:, None].to(tl.int64) * s2 + offs_t[None, :])
-        m = mask_n[:, None] & mask_t[None, :]
-    else:
-        off = (d * s1 + offs_n * s2)[:, None]
-        m = mask_n[:, None]
-    re = tl.load(ptr + off, mask=m, other=0.0).to(tl.float32)
-    if IS_COMPLEX:
-        im = tl.load(ptr + off + s_ri, mask=m, other=0.0).to(tl.float32)
-    else:
-        im = tl.zeros_like(re)
-    return re, im
-
-
-@triton.jit
-def _decay2(dt, Ar, Ai, IS_COMPLEX: tl.constexpr):
-    """exp(dt A) for dt ``[BLOCK_T]`` and A ``[BLOCK_N]``: real and imaginary ``[BLOCK_N, BLOCK_T]``."""
-    mag = tl.exp(dt[None, :] * Ar[:, None])
-    if IS_COMPLEX:
-        ang = dt[None, :] * Ai[:, None]
-        return mag * tl.cos(ang), mag * tl.sin(ang)
-    else:
-        return mag, tl.zeros_like(mag)
-
-
-@triton.jit
-def _scan_t(ar, ai, br, bi, REVERSE: tl.constexpr, IS_COMPLEX: tl.constexpr):
-    """h_t = a_t h_{t-1} + b_t along axis 1 (h_t = a_t h_{t+1} + b_t when REVERSE)."""
-    if IS_COMPLEX:
-        _, _, hr, hi = tl.associative_scan((ar, ai, br, bi), 1, _combine_complex, reverse=REVERSE)
-    else:
-        _, hr = tl.associative_scan((ar, br), 1, _combine_real, reverse=REVERSE)
-        hi = hr
-    return hr, hi
-
-
 @triton.jit
 def _dt_row(delta_ptr, off, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """delta (+ bias) (-> softplus) as fp32 ``[BLOCK_T]``, 0 where masked; and the raw value."""
@@ -317,20 +141,78 @@ def _dt_row(delta_ptr, off, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
     return tl.where(mask, dt, 0.0), raw
 
 
+
+# --------------------------------------------------------------------------------------------
+# Scan kernels: one channel per program, one state index at a time (version 4)
+# --------------------------------------------------------------------------------------------
+# A program owns ONE channel of one batch row and walks its chunk in tiles of BLOCK_T positions.
+# Every per-position sequence (u, delta, z, dout, one row of B or C) is a [BLOCK_T] vector loaded
+# straight from memory, so each thread holds several consecutive positions and
+# ``tl.associative_scan`` runs sequentially inside a thread, with shuffles only between threads.
+# The N state indices are an unrolled loop: sums over N (y, and the delta / u gradients) add up
+# inside a thread, and per-position work (softplus, gate) is done once, not once per state index.
+# The N states carried from tile to tile live in a [BLOCK_N] vector.
+
+
 @triton.jit
-def _scan2_fwd_kernel(
+def _pick(vec, offs, n):
+    """Element ``n`` of a small vector, as a scalar."""
+    return tl.sum(tl.where(offs == n, vec, 0.0), axis=0)
+
+
+@triton.jit
+def _at(x, loc, pos):
+    """The value of the ``[BLOCK_T]`` vector ``x`` at position ``pos`` of the tile, as a scalar."""
+    return tl.sum(tl.where(loc == pos, x, 0.0), axis=0)
+
+
+@triton.jit
+def _row(ptr, base, n, s2, s_ri, offs_t, mask_t, row_ok, VAR: tl.constexpr, IS_COMPLEX: tl.constexpr):
+    """Row ``n`` of B or C over the tile: ``[BLOCK_T]`` fp32 vectors (variable, planar layout) or
+    scalars (constant), real and imaginary part (imaginary 0 for real)."""
+    if VAR:
+        off = base + n * s2 + offs_t
+        m = mask_t & row_ok
+        re = tl.load(ptr + off, mask=m, other=0.0).to(tl.float32)
+        if IS_COMPLEX:
+            im = tl.load(ptr + off + s_ri, mask=m, other=0.0).to(tl.float32)
+        else:
+            im = re
+    else:
+        off = base + n * s2
+        re = tl.load(ptr + off, mask=row_ok, other=0.0).to(tl.float32)
+        if IS_COMPLEX:
+            im = tl.load(ptr + off + s_ri, mask=row_ok, other=0.0).to(tl.float32)
+        else:
+            im = re
+    return re, im
+
+
+@triton.jit
+def _scan1(ar, ai, br, bi, REVERSE: tl.constexpr, IS_COMPLEX: tl.constexpr):
+    """h_t = a_t h_{t-1} + b_t along a ``[BLOCK_T]`` vector (h_t = a_t h_{t+1} + b_t when REVERSE)."""
+    if IS_COMPLEX:
+        _, _, hr, hi = tl.associative_scan((ar, ai, br, bi), 0, _combine_complex, reverse=REVERSE)
+    else:
+        _, hr = tl.associative_scan((ar, br), 0, _combine_real, reverse=REVERSE)
+        hi = hr
+    return hr, hi
+
+
+@triton.jit
+def _scan1_fwd_kernel(
     # pointers
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, hin_ptr, y_ptr, last_ptr,
     hsave_ptr,
     # dims
     dim, L, n_chunks, n_tiles, dstate, group_b, group_c,
-    # strides of B and C (planar layout, see _load_bc2)
+    # strides of B and C (planar layout, see _prep_bc)
     sB0, sB1, sB2, sBri, sC0, sC1, sC2, sCri,
     # meta
     IS_COMPLEX: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_HIN: tl.constexpr,
     WRITE_LAST: tl.constexpr, WRITE_STATES: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_T: tl.constexpr, TILES: tl.constexpr,
+    BLOCK_T: tl.constexpr, TILES: tl.constexpr, N_UNROLL: tl.constexpr,
 ):
     """Forward scan of one channel over one chunk of ``TILES`` tiles, from the state carried into
     the chunk (``hin[b, d, k]``, or zero): writes y, optionally the state entering every tile
@@ -344,33 +226,31 @@ def _scan2_fwd_kernel(
     mask_n = offs_n < dstate
     chan = (pid_b * dim + d).to(tl.int64)
     row = chan * L
-    a_off = (d * dstate + offs_n) * NC
-    Ar = tl.load(A_ptr + a_off, mask=mask_n, other=0.0)
-    if IS_COMPLEX:
-        Ai = tl.load(A_ptr + a_off + 1, mask=mask_n, other=0.0)
-    else:
-        Ai = Ar
     bias = 0.0
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d).to(tl.float32)
     Dv = 0.0
     if HAS_D:
         Dv = tl.load(D_ptr + d).to(tl.float32)
-    grp_b = d // group_b
-    grp_c = d // group_c
-    first = (loc_t == 0)[None, :]
-    last = (loc_t == BLOCK_T - 1)[None, :]
-    st_row = chan * n_chunks  # rows of [B, D, K, N, NC] buffers
-    if HAS_HIN:
-        s_off = (st_row + pid_k) * (dstate * NC) + offs_n * NC
-        h0r = tl.load(hin_ptr + s_off, mask=mask_n, other=0.0)
-        if IS_COMPLEX:
-            h0i = tl.load(hin_ptr + s_off + 1, mask=mask_n, other=0.0)
-        else:
-            h0i = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if VAR_B:
+        b_base = pid_b.to(tl.int64) * sB0 + (d // group_b).to(tl.int64) * sB1
     else:
-        h0r = tl.zeros([BLOCK_N], dtype=tl.float32)
-        h0i = tl.zeros([BLOCK_N], dtype=tl.float32)
+        b_base = d * sB1
+    if VAR_C:
+        c_base = pid_b.to(tl.int64) * sC0 + (d // group_c).to(tl.int64) * sC1
+    else:
+        c_base = d * sC1
+    first = loc_t == 0
+    if HAS_HIN:
+        s_off = (chan * n_chunks + pid_k) * (dstate * NC) + offs_n * NC
+        hr_vec = tl.load(hin_ptr + s_off, mask=mask_n, other=0.0)
+        if IS_COMPLEX:
+            hi_vec = tl.load(hin_ptr + s_off + 1, mask=mask_n, other=0.0)
+        else:
+            hi_vec = hr_vec
+    else:
+        hr_vec = tl.zeros([BLOCK_N], dtype=tl.float32)
+        hi_vec = hr_vec
 
     for j in range(0, TILES):
         tile = pid_k * TILES + j
@@ -380,52 +260,58 @@ def _scan2_fwd_kernel(
         if WRITE_STATES:
             t_off = (chan * n_tiles + tile) * (dstate * NC) + offs_n * NC
             t_mask = mask_n & (tile < n_tiles)
-            tl.store(hsave_ptr + t_off, h0r, mask=t_mask)
+            tl.store(hsave_ptr + t_off, hr_vec, mask=t_mask)
             if IS_COMPLEX:
-                tl.store(hsave_ptr + t_off + 1, h0i, mask=t_mask)
+                tl.store(hsave_ptr + t_off + 1, hi_vec, mask=t_mask)
         u = tl.load(u_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
         dt, _ = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
-        Br, Bi = _load_bc2(B_ptr, pid_b, grp_b, d, offs_n, offs_t, mask_n, mask_t, sB0, sB1, sB2,
-                           sBri, VAR_B, IS_COMPLEX)
-        Cr, Ci = _load_bc2(C_ptr, pid_b, grp_c, d, offs_n, offs_t, mask_n, mask_t, sC0, sC1, sC2,
-                           sCri, VAR_C, IS_COMPLEX)
-        ar, ai = _decay2(dt, Ar, Ai, IS_COMPLEX)  # [BN, BT]
-        dtu = (dt * u)[None, :]
-        xr = dtu * Br
-        # The carried-in state enters as an extra input at the tile's first position.
-        if IS_COMPLEX:
-            xi = dtu * Bi
-            xr += tl.where(first, ar * h0r[:, None] - ai * h0i[:, None], 0.0)
-            xi += tl.where(first, ar * h0i[:, None] + ai * h0r[:, None], 0.0)
-        else:
-            xi = xr
-            xr += tl.where(first, ar * h0r[:, None], 0.0)
-        hr, hi = _scan_t(ar, ai, xr, xi, False, IS_COMPLEX)
-        if IS_COMPLEX:
-            y = 2.0 * tl.sum(Cr * hr - Ci * hi, axis=0)  # [BT]
-        else:
-            y = tl.sum(Cr * hr, axis=0)
+        dtu = dt * u
+        y = tl.zeros([BLOCK_T], dtype=tl.float32)
+        for n0 in range(0, dstate, N_UNROLL):
+            for k in tl.static_range(N_UNROLL):
+                n = n0 + k
+                row_ok = n < dstate
+                Ar = tl.load(A_ptr + (d * dstate + n) * NC, mask=row_ok, other=0.0)
+                Br, Bi = _row(B_ptr, b_base, n, sB2, sBri, offs_t, mask_t, row_ok, VAR_B, IS_COMPLEX)
+                Cr, Ci = _row(C_ptr, c_base, n, sC2, sCri, offs_t, mask_t, row_ok, VAR_C, IS_COMPLEX)
+                h0r = _pick(hr_vec, offs_n, n)
+                if IS_COMPLEX:
+                    Ai = tl.load(A_ptr + (d * dstate + n) * NC + 1, mask=row_ok, other=0.0)
+                    mag = tl.exp(dt * Ar)
+                    ar = mag * tl.cos(dt * Ai)
+                    ai = mag * tl.sin(dt * Ai)
+                    h0i = _pick(hi_vec, offs_n, n)
+                    # The carried-in state enters as an extra input at the tile's first position.
+                    xr = dtu * Br + tl.where(first, ar * h0r - ai * h0i, 0.0)
+                    xi = dtu * Bi + tl.where(first, ar * h0i + ai * h0r, 0.0)
+                    hr, hi = _scan1(ar, ai, xr, xi, False, True)
+                    y += 2.0 * (Cr * hr - Ci * hi)
+                    # Positions past L keep the state (dt = 0): the last one leaves the tile.
+                    hr_vec = tl.where(offs_n == n, _at(hr, loc_t, BLOCK_T - 1), hr_vec)
+                    hi_vec = tl.where(offs_n == n, _at(hi, loc_t, BLOCK_T - 1), hi_vec)
+                else:
+                    ar = tl.exp(dt * Ar)
+                    xr = dtu * Br + tl.where(first, ar * h0r, 0.0)
+                    hr, _ = _scan1(ar, ar, xr, xr, False, False)
+                    y += Cr * hr
+                    hr_vec = tl.where(offs_n == n, _at(hr, loc_t, BLOCK_T - 1), hr_vec)
         if HAS_D:
             y += Dv * u
         if HAS_Z:
             z = tl.load(z_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
             y *= z * tl.sigmoid(z)
         tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask_t)
-        # Positions past L keep the state (dt = 0), so the last column leaves the tile.
-        h0r = tl.sum(tl.where(last, hr, 0.0), axis=1)
-        if IS_COMPLEX:
-            h0i = tl.sum(tl.where(last, hi, 0.0), axis=1)
 
     if WRITE_LAST:
         if pid_k == n_chunks - 1:
             l_off = chan * (dstate * NC) + offs_n * NC
-            tl.store(last_ptr + l_off, h0r, mask=mask_n)
+            tl.store(last_ptr + l_off, hr_vec, mask=mask_n)
             if IS_COMPLEX:
-                tl.store(last_ptr + l_off + 1, h0i, mask=mask_n)
+                tl.store(last_ptr + l_off + 1, hi_vec, mask=mask_n)
 
 
 @triton.jit
-def _scan2_bwd_kernel(
+def _scan1_bwd_kernel(
     # pointers: inputs
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dout_ptr, hin_ptr, cin_ptr,
     # pointers: outputs (du, ddelta, dz in their input dtypes; the rest fp32 accumulators)
@@ -438,12 +324,12 @@ def _scan2_bwd_kernel(
     IS_COMPLEX: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_HIN: tl.constexpr,
     HAS_CIN: tl.constexpr, WRITE_DINIT: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_T: tl.constexpr, TILES: tl.constexpr,
+    BLOCK_T: tl.constexpr, TILES: tl.constexpr, N_UNROLL: tl.constexpr,
 ):
-    """Backward of one channel over one chunk, walking its tiles from last to first. Per tile:
-    recompute h from the saved state entering the tile, run the adjoint
+    """Backward of one channel over one chunk, walking its tiles from last to first. Per tile and
+    state index: recompute h from the saved state entering the tile, run the adjoint
     g_t = q_t + conj(a_{t+1}) g_{t+1} (reverse scan; the adjoint arriving from the next tile,
-    conj(a_0) g_0 of that tile, enters at the last position), form every gradient. The adjoint
+    conj(a_0) g_0 of that tile, enters at the last position), form the gradients. The adjoint
     entering the chunk's last tile from later chunks is ``cin[b, d, k]`` (or d last_state)."""
     pid_k = tl.program_id(0)
     d = tl.program_id(1)
@@ -454,38 +340,37 @@ def _scan2_bwd_kernel(
     mask_n = offs_n < dstate
     chan = (pid_b * dim + d).to(tl.int64)
     row = chan * L
-    a_off = (d * dstate + offs_n) * NC
-    Ar = tl.load(A_ptr + a_off, mask=mask_n, other=0.0)
-    if IS_COMPLEX:
-        Ai = tl.load(A_ptr + a_off + 1, mask=mask_n, other=0.0)
-    else:
-        Ai = Ar
     bias = 0.0
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d).to(tl.float32)
     Dv = 0.0
     if HAS_D:
         Dv = tl.load(D_ptr + d).to(tl.float32)
-    grp_b = d // group_b
-    grp_c = d // group_c
-    first = (loc_t == 0)[None, :]
-    last = (loc_t == BLOCK_T - 1)[None, :]
+    if VAR_B:
+        b_base = pid_b.to(tl.int64) * sB0 + (d // group_b).to(tl.int64) * sB1
+    else:
+        b_base = d * sB1
+    if VAR_C:
+        c_base = pid_b.to(tl.int64) * sC0 + (d // group_c).to(tl.int64) * sC1
+    else:
+        c_base = d * sC1
+    first = loc_t == 0
+    last = loc_t == BLOCK_T - 1
     zero_n = tl.zeros([BLOCK_N], dtype=tl.float32)
-
     if HAS_CIN:
         c_off = (chan * n_chunks + pid_k) * (dstate * NC) + offs_n * NC
-        cr = tl.load(cin_ptr + c_off, mask=mask_n, other=0.0)
+        cr_vec = tl.load(cin_ptr + c_off, mask=mask_n, other=0.0)
         if IS_COMPLEX:
-            ci = tl.load(cin_ptr + c_off + 1, mask=mask_n, other=0.0)
+            ci_vec = tl.load(cin_ptr + c_off + 1, mask=mask_n, other=0.0)
         else:
-            ci = zero_n
+            ci_vec = cr_vec
     else:
-        cr = zero_n
-        ci = zero_n
+        cr_vec = zero_n
+        ci_vec = zero_n
     # Sums over the chunk's positions, added to memory once at the end.
     acc_dAr = zero_n
     acc_dAi = zero_n
-    acc_dBr = zero_n  # constant B: sum over positions
+    acc_dBr = zero_n  # constant B / C: sums over positions
     acc_dBi = zero_n
     acc_dCr = zero_n
     acc_dCi = zero_n
@@ -499,86 +384,118 @@ def _scan2_bwd_kernel(
         io = row + offs_t
         u = tl.load(u_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
         dt, raw = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
-        # Decay of the next position for the adjoint; the last column's is replaced by the
+        # Decay of the next position for the adjoint; the last position's is replaced by the
         # adjoint arriving from the next tile.
         mask_next = ((offs_t + 1) < L) & (loc_t < BLOCK_T - 1)
         dt_next, _ = _dt_row(delta_ptr, io + 1, mask_next, bias, HAS_BIAS, SOFTPLUS)
         dout = tl.load(dout_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
-        Br, Bi = _load_bc2(B_ptr, pid_b, grp_b, d, offs_n, offs_t, mask_n, mask_t, sB0, sB1, sB2,
-                           sBri, VAR_B, IS_COMPLEX)
-        Cr, Ci = _load_bc2(C_ptr, pid_b, grp_c, d, offs_n, offs_t, mask_n, mask_t, sC0, sC1, sC2,
-                           sCri, VAR_C, IS_COMPLEX)
-
-        # ---- recompute the forward states h_t of this tile -----------------------------------
-        if HAS_HIN:
-            t_off = (chan * n_tiles + tile) * (dstate * NC) + offs_n * NC
-            t_mask = mask_n & (tile < n_tiles)
-            h0r = tl.load(hin_ptr + t_off, mask=t_mask, other=0.0)[:, None]
-            if IS_COMPLEX:
-                h0i = tl.load(hin_ptr + t_off + 1, mask=t_mask, other=0.0)[:, None]
-            else:
-                h0i = h0r
-        else:
-            h0r = zero_n[:, None]
-            h0i = zero_n[:, None]
-        ar, ai = _decay2(dt, Ar, Ai, IS_COMPLEX)
-        dtu = (dt * u)[None, :]
-        xr = dtu * Br
-        if IS_COMPLEX:
-            xi = dtu * Bi
-            w0r = ar * h0r - ai * h0i
-            w0i = ar * h0i + ai * h0r
-        else:
-            xi = xr
-            w0r = ar * h0r
-            w0i = w0r
-        # w_t = a_t h_{t-1}: the decayed previous state (gradients of A and delta).
-        hr, hi = _scan_t(ar, ai, xr + tl.where(first, w0r, 0.0), xi + tl.where(first, w0i, 0.0),
-                         False, IS_COMPLEX)
-        wr = tl.where(first, w0r, hr - xr)
-        if IS_COMPLEX:
-            wi = tl.where(first, w0i, hi - xi)
-
-        # ---- output gradient ------------------------------------------------------------------
         if HAS_Z:
             z = tl.load(z_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
             sig = tl.sigmoid(z)
-            if IS_COMPLEX:
-                y = 2.0 * tl.sum(Cr * hr - Ci * hi, axis=0)
-            else:
-                y = tl.sum(Cr * hr, axis=0)
+            dy = dout * z * sig
+        else:
+            dy = dout
+        dtu = dt * u
+        t_row = (chan * n_tiles + tile) * (dstate * NC)
+        y = tl.zeros([BLOCK_T], dtype=tl.float32)  # sum_n C h (for dz)
+        gBs = tl.zeros([BLOCK_T], dtype=tl.float32)  # Re sum_n g conj(B)
+        gAw = tl.zeros([BLOCK_T], dtype=tl.float32)  # Re sum_n g conj(A w)
+        for n0 in range(0, dstate, N_UNROLL):
+            for k in tl.static_range(N_UNROLL):
+                n = n0 + k
+                row_ok = n < dstate
+                Ar = tl.load(A_ptr + (d * dstate + n) * NC, mask=row_ok, other=0.0)
+                Br, Bi = _row(B_ptr, b_base, n, sB2, sBri, offs_t, mask_t, row_ok, VAR_B, IS_COMPLEX)
+                Cr, Ci = _row(C_ptr, c_base, n, sC2, sCri, offs_t, mask_t, row_ok, VAR_C, IS_COMPLEX)
+                h0r = 0.0
+                h0i = 0.0
+                if HAS_HIN:
+                    h0_ok = row_ok & (tile < n_tiles)
+                    h0r = tl.load(hin_ptr + t_row + n * NC, mask=h0_ok, other=0.0)
+                    if IS_COMPLEX:
+                        h0i = tl.load(hin_ptr + t_row + n * NC + 1, mask=h0_ok, other=0.0)
+                c_r = _pick(cr_vec, offs_n, n)
+                if IS_COMPLEX:
+                    Ai = tl.load(A_ptr + (d * dstate + n) * NC + 1, mask=row_ok, other=0.0)
+                    c_i = _pick(ci_vec, offs_n, n)
+                    # recompute h; w_t = a_t h_{t-1} (gradients of A and delta)
+                    mag = tl.exp(dt * Ar)
+                    ar = mag * tl.cos(dt * Ai)
+                    ai = mag * tl.sin(dt * Ai)
+                    xr = dtu * Br
+                    xi = dtu * Bi
+                    w0r = ar * h0r - ai * h0i
+                    w0i = ar * h0i + ai * h0r
+                    hr, hi = _scan1(ar, ai, xr + tl.where(first, w0r, 0.0), xi + tl.where(first, w0i, 0.0),
+                                    False, True)
+                    wr = tl.where(first, w0r, hr - xr)
+                    wi = tl.where(first, w0i, hi - xi)
+                    y += 2.0 * (Cr * hr - Ci * hi)
+                    # adjoint: q = 2 conj(C) dy, reverse scan with conj of the next decay
+                    magn = tl.exp(dt_next * Ar)
+                    anr = tl.where(last, 0.0, magn * tl.cos(dt_next * Ai))
+                    ani = tl.where(last, 0.0, -magn * tl.sin(dt_next * Ai))
+                    qr = 2.0 * Cr * dy + tl.where(last, c_r, 0.0)
+                    qi = -2.0 * Ci * dy + tl.where(last, c_i, 0.0)
+                    gr, gi = _scan1(anr, ani, qr, qi, True, True)
+                    gBs += gr * Br + gi * Bi
+                    gAw += gr * (Ar * wr - Ai * wi) + gi * (Ar * wi + Ai * wr)
+                    sel = offs_n == n
+                    acc_dAr = tl.where(sel, acc_dAr + tl.sum(dt * (gr * wr + gi * wi), axis=0), acc_dAr)
+                    acc_dAi = tl.where(sel, acc_dAi + tl.sum(dt * (gi * wr - gr * wi), axis=0), acc_dAi)
+                    dBr = gr * dtu
+                    dBi = gi * dtu
+                    dCr = 2.0 * dy * hr
+                    dCi = -2.0 * dy * hi
+                    # the adjoint reaching the state that entered this tile: conj(a_0) g_0
+                    cr_vec = tl.where(offs_n == n, _at(ar * gr + ai * gi, loc_t, 0), cr_vec)
+                    ci_vec = tl.where(offs_n == n, _at(ar * gi - ai * gr, loc_t, 0), ci_vec)
+                else:
+                    ar = tl.exp(dt * Ar)
+                    xr = dtu * Br
+                    w0r = ar * h0r
+                    hr, _ = _scan1(ar, ar, xr + tl.where(first, w0r, 0.0), xr, False, False)
+                    wr = tl.where(first, w0r, hr - xr)
+                    y += Cr * hr
+                    anr = tl.where(last, 0.0, tl.exp(dt_next * Ar))
+                    qr = Cr * dy + tl.where(last, c_r, 0.0)
+                    gr, _ = _scan1(anr, anr, qr, qr, True, False)
+                    gBs += gr * Br
+                    gw = gr * wr
+                    gAw += Ar * gw
+                    acc_dAr = tl.where(offs_n == n, acc_dAr + tl.sum(dt * gw, axis=0), acc_dAr)
+                    dBr = gr * dtu
+                    dBi = dBr
+                    dCr = dy * hr
+                    dCi = dCr
+                    cr_vec = tl.where(offs_n == n, _at(ar * gr, loc_t, 0), cr_vec)
+                # dB = g dt u, dC = dy h (2 dy conj(h) for complex): one atomic add per position,
+                # state index and channel for variable B/C, sums over positions for constant ones.
+                if VAR_B:
+                    off = b_base + n * sB2 + offs_t
+                    tl.atomic_add(dB_ptr + off, dBr, mask=mask_t & row_ok, sem="relaxed")
+                    if IS_COMPLEX:
+                        tl.atomic_add(dB_ptr + off + sBri, dBi, mask=mask_t & row_ok, sem="relaxed")
+                else:
+                    acc_dBr = tl.where(offs_n == n, acc_dBr + tl.sum(dBr, axis=0), acc_dBr)
+                    if IS_COMPLEX:
+                        acc_dBi = tl.where(offs_n == n, acc_dBi + tl.sum(dBi, axis=0), acc_dBi)
+                if VAR_C:
+                    off = c_base + n * sC2 + offs_t
+                    tl.atomic_add(dC_ptr + off, dCr, mask=mask_t & row_ok, sem="relaxed")
+                    if IS_COMPLEX:
+                        tl.atomic_add(dC_ptr + off + sCri, dCi, mask=mask_t & row_ok, sem="relaxed")
+                else:
+                    acc_dCr = tl.where(offs_n == n, acc_dCr + tl.sum(dCr, axis=0), acc_dCr)
+                    if IS_COMPLEX:
+                        acc_dCi = tl.where(offs_n == n, acc_dCi + tl.sum(dCi, axis=0), acc_dCi)
+
+        # ---- per-position gradients ---------------------------------------------------------
+        if HAS_Z:
             if HAS_D:
                 y += Dv * u
             dz = dout * y * sig * (1.0 + z * (1.0 - sig))
             tl.store(dz_ptr + io, dz.to(dz_ptr.dtype.element_ty), mask=mask_t)
-            dy = dout * z * sig
-        else:
-            dy = dout
-        dyb = dy[None, :]
-        if IS_COMPLEX:
-            qr = 2.0 * Cr * dyb + tl.where(last, cr[:, None], 0.0)
-            qi = -2.0 * Ci * dyb + tl.where(last, ci[:, None], 0.0)
-        else:
-            qr = Cr * dyb + tl.where(last, cr[:, None], 0.0)
-            qi = qr
-
-        # ---- adjoint: reverse scan with the next position's decay -----------------------------
-        anr, ani = _decay2(dt_next, Ar, Ai, IS_COMPLEX)
-        gr, gi = _scan_t(tl.where(last, 0.0, anr), tl.where(last, 0.0, -ani), qr, qi, True,
-                         IS_COMPLEX)
-
-        # ---- gradients --------------------------------------------------------------------------
-        dtb = dt[None, :]
-        if IS_COMPLEX:
-            gBs = tl.sum(gr * Br + gi * Bi, axis=0)  # Re(sum_n g conj(B)), [BT]
-            gAw = tl.sum(gr * (Ar[:, None] * wr - Ai[:, None] * wi)
-                         + gi * (Ar[:, None] * wi + Ai[:, None] * wr), axis=0)
-            acc_dAr += tl.sum(dtb * (gr * wr + gi * wi), axis=1)
-            acc_dAi += tl.sum(dtb * (gi * wr - gr * wi), axis=1)
-        else:
-            gBs = tl.sum(gr * Br, axis=0)
-            gAw = tl.sum(gr * (Ar[:, None] * wr), axis=0)
-            acc_dAr += tl.sum(dtb * gr * wr, axis=1)
         du = dt * gBs
         if HAS_D:
             du += Dv * dy
@@ -591,44 +508,6 @@ def _scan2_bwd_kernel(
         tl.store(ddelta_ptr + io, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_t)
         if HAS_BIAS:
             acc_dbias += ddt
-
-        # dB = g dt u, dC = dy h (2 dy conj(h) for complex): per position for variable B/C (one
-        # atomic add per element and channel), summed over positions for constant ones.
-        gdu = dtu
-        m2 = mask_n[:, None] & mask_t[None, :]
-        if VAR_B:
-            off = (pid_b.to(tl.int64) * sB0 + grp_b.to(tl.int64) * sB1
-                   + offs_n[:, None].to(tl.int64) * sB2 + offs_t[None, :])
-            tl.atomic_add(dB_ptr + off, gr * gdu, mask=m2, sem="relaxed")
-            if IS_COMPLEX:
-                tl.atomic_add(dB_ptr + off + sBri, gi * gdu, mask=m2, sem="relaxed")
-        else:
-            acc_dBr += tl.sum(gr * gdu, axis=1)
-            if IS_COMPLEX:
-                acc_dBi += tl.sum(gi * gdu, axis=1)
-        if IS_COMPLEX:
-            dCr = 2.0 * dyb * hr
-            dCi = -2.0 * dyb * hi
-        else:
-            dCr = dyb * hr
-            dCi = dCr
-        if VAR_C:
-            off = (pid_b.to(tl.int64) * sC0 + grp_c.to(tl.int64) * sC1
-                   + offs_n[:, None].to(tl.int64) * sC2 + offs_t[None, :])
-            tl.atomic_add(dC_ptr + off, dCr, mask=m2, sem="relaxed")
-            if IS_COMPLEX:
-                tl.atomic_add(dC_ptr + off + sCri, dCi, mask=m2, sem="relaxed")
-        else:
-            acc_dCr += tl.sum(dCr, axis=1)
-            if IS_COMPLEX:
-                acc_dCi += tl.sum(dCi, axis=1)
-
-        # The adjoint reaching the state that entered this tile: conj(a_0) g_0.
-        if IS_COMPLEX:
-            cr = tl.sum(tl.where(first, ar * gr + ai * gi, 0.0), axis=1)
-            ci = tl.sum(tl.where(first, ar * gi - ai * gr, 0.0), axis=1)
-        else:
-            cr = tl.sum(tl.where(first, ar * gr, 0.0), axis=1)
 
     # Per-channel sums: one atomic add per program into partial row ``slot`` (torch sums rows).
     slot = (pid_b * n_chunks + pid_k) % n_slots
@@ -651,13 +530,92 @@ def _scan2_bwd_kernel(
     if WRITE_DINIT:
         if pid_k == 0:
             i_off = chan * (dstate * NC) + offs_n * NC
-            tl.store(dinit_ptr + i_off, cr, mask=mask_n)
+            tl.store(dinit_ptr + i_off, cr_vec, mask=mask_n)
             if IS_COMPLEX:
-                tl.store(dinit_ptr + i_off + 1, ci, mask=mask_n)
+                tl.store(dinit_ptr + i_off + 1, ci_vec, mask=mask_n)
 
 
 @triton.jit
-def _bwd_chunk_adjoint_kernel(
+def _chunk_state_kernel(
+    # pointers
+    u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, S_ptr, dtsum_ptr,
+    # dims
+    dim, L, n_chunks, dstate, group_b,
+    # strides of B (planar layout)
+    sB0, sB1, sB2, sBri,
+    # meta
+    IS_COMPLEX: tl.constexpr, VAR_B: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, TILES: tl.constexpr,
+):
+    """Forward pass 1, one channel per program: each chunk's end state started from zero,
+    S_k = sum_t exp(A (T_k - c_t)) dt_t B_t u_t (c_t the inclusive cumulative dt, T_k its total),
+    and T_k. Per tile the same sum, one exponential per element and no scan; tiles are combined
+    in order, S <- exp(A T_tile) S + S_tile."""
+    pid_k = tl.program_id(0)
+    d = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    NC: tl.constexpr = 2 if IS_COMPLEX else 1
+    offs_n = tl.arange(0, BLOCK_N)
+    loc_t = tl.arange(0, BLOCK_T)
+    mask_n = offs_n < dstate
+    chan = (pid_b * dim + d).to(tl.int64)
+    row = chan * L
+    a_off = (d * dstate + offs_n) * NC
+    Ar_vec = tl.load(A_ptr + a_off, mask=mask_n, other=0.0)
+    if IS_COMPLEX:
+        Ai_vec = tl.load(A_ptr + a_off + 1, mask=mask_n, other=0.0)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d).to(tl.float32)
+    if VAR_B:
+        b_base = pid_b.to(tl.int64) * sB0 + (d // group_b).to(tl.int64) * sB1
+    else:
+        b_base = d * sB1
+    Sr = tl.zeros([BLOCK_N], dtype=tl.float32)
+    Si = tl.zeros([BLOCK_N], dtype=tl.float32)
+    tot = 0.0
+    for j in range(0, TILES):
+        offs_t = (pid_k * TILES + j) * BLOCK_T + loc_t
+        mask_t = offs_t < L
+        io = row + offs_t
+        u = tl.load(u_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
+        dt, _ = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
+        dtu = dt * u
+        t_tile = tl.sum(dt, axis=0)
+        rem = t_tile - tl.cumsum(dt, axis=0)  # sum of dt after t, >= 0
+        sr = tl.zeros([BLOCK_N], dtype=tl.float32)
+        si = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for n in range(0, dstate):
+            sel = offs_n == n
+            Ar = tl.load(A_ptr + (d * dstate + n) * NC)
+            Br, Bi = _row(B_ptr, b_base, n, sB2, sBri, offs_t, mask_t, True, VAR_B, IS_COMPLEX)
+            if IS_COMPLEX:
+                Ai = tl.load(A_ptr + (d * dstate + n) * NC + 1)
+                mag = tl.exp(rem * Ar) * dtu
+                er = mag * tl.cos(rem * Ai)
+                ei = mag * tl.sin(rem * Ai)
+                sr = tl.where(sel, tl.sum(er * Br - ei * Bi, axis=0), sr)
+                si = tl.where(sel, tl.sum(er * Bi + ei * Br, axis=0), si)
+            else:
+                sr = tl.where(sel, tl.sum(tl.exp(rem * Ar) * dtu * Br, axis=0), sr)
+        # the tile's total decay carries the state so far across it
+        mag = tl.exp(t_tile * Ar_vec)
+        if IS_COMPLEX:
+            pr = mag * tl.cos(t_tile * Ai_vec)
+            pi = mag * tl.sin(t_tile * Ai_vec)
+            Sr, Si = pr * Sr - pi * Si + sr, pr * Si + pi * Sr + si
+        else:
+            Sr = mag * Sr + sr
+        tot += t_tile
+    s_off = (chan * n_chunks + pid_k) * (dstate * NC) + offs_n * NC
+    tl.store(S_ptr + s_off, Sr, mask=mask_n)
+    if IS_COMPLEX:
+        tl.store(S_ptr + s_off + 1, Si, mask=mask_n)
+    tl.store(dtsum_ptr + chan * n_chunks + pid_k, tot)
+
+
+@triton.jit
+def _chunk_adjoint_kernel(
     # pointers
     delta_ptr, bias_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, E_ptr, dtsum_ptr,
     # dims
@@ -666,57 +624,60 @@ def _bwd_chunk_adjoint_kernel(
     sC0, sC1, sC2, sCri,
     # meta
     IS_COMPLEX: tl.constexpr, VAR_C: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
-    TILES: tl.constexpr,
+    SOFTPLUS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, TILES: tl.constexpr,
 ):
-    """Backward pass 1: the gradient reaching each chunk's incoming state from the chunk's own
-    outputs alone, E_k = sum_t conj(exp(A c_t)) q_t (q_t = dL/dh_t through y_t, c_t the inclusive
-    cumulative dt from the chunk's start, at most the chunk's total); and the total T_k. The
-    chunk's ``TILES`` tiles are summed in order, c_t running on across them."""
+    """Backward pass 1, one channel per program: the gradient reaching each chunk's incoming state
+    from the chunk's own outputs alone, E_k = sum_t conj(exp(A c_t)) q_t (q_t = dL/dh_t through
+    y_t, c_t the inclusive cumulative dt from the chunk's start); and the total T_k."""
     pid_k = tl.program_id(0)
-    pid_d = tl.program_id(1)
+    d = tl.program_id(1)
     pid_b = tl.program_id(2)
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < dim
+    loc_t = tl.arange(0, BLOCK_T)
     mask_n = offs_n < dstate
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    a_off = offs_d[:, None] * (dstate * NC) + (offs_n * NC)[None, :]
-    Ar, Ai = _load_pair(A_ptr, a_off, mask_dn, IS_COMPLEX)
-    row = (pid_b * dim + offs_d).to(tl.int64)[:, None] * L
-
-    Er = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    Ei = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    tot = tl.zeros([BLOCK_D], dtype=tl.float32)
+    chan = (pid_b * dim + d).to(tl.int64)
+    row = chan * L
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d).to(tl.float32)
+    if VAR_C:
+        c_base = pid_b.to(tl.int64) * sC0 + (d // group_c).to(tl.int64) * sC1
+    else:
+        c_base = d * sC1
+    Er = tl.zeros([BLOCK_N], dtype=tl.float32)
+    Ei = tl.zeros([BLOCK_N], dtype=tl.float32)
+    tot = 0.0
     for j in range(0, TILES):
-        offs_t = (pid_k * TILES + j) * BLOCK_T + tl.arange(0, BLOCK_T)
+        offs_t = (pid_k * TILES + j) * BLOCK_T + loc_t
         mask_t = offs_t < L
-        mask = mask_d[:, None] & mask_t[None, :]
-        io_off = row + offs_t[None, :]
-        dt, _ = _load_dt(delta_ptr, bias_ptr, io_off, offs_d, mask_d, mask, HAS_BIAS, SOFTPLUS)
-        dy = tl.load(dout_ptr + io_off, mask=mask, other=0.0).to(tl.float32)
+        io = row + offs_t
+        dt, _ = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
+        dy = tl.load(dout_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
         if HAS_Z:
-            z = tl.load(z_ptr + io_off, mask=mask, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
             dy *= z * tl.sigmoid(z)
-        Cr, Ci = _load_bc(C_ptr, pid_b, (pid_d * BLOCK_D) // group_c, offs_d, offs_n, offs_t, mask_d,
-                          mask_n, mask_t, sC0, sC1, sC2, sCri, VAR_C, IS_COMPLEX)
-        er, ei = _decay(tot[:, None] + tl.cumsum(dt, axis=1), Ar, Ai, IS_COMPLEX)  # prod_{r<=t} a_r
-        dyb = dy[:, None, :]
-        if IS_COMPLEX:
-            # q = 2 conj(C) dy; E += sum conj(e) q
-            qr = 2.0 * Cr * dyb
-            qi = -2.0 * Ci * dyb
-            Er += tl.sum(er * qr + ei * qi, axis=2)
-            Ei += tl.sum(er * qi - ei * qr, axis=2)
-        else:
-            Er += tl.sum(er * (Cr * dyb), axis=2)
-        tot += tl.sum(dt, axis=1)
-    s_off = _state_off(pid_b, offs_d, offs_n, dim, n_chunks, pid_k, dstate, NC)
-    tl.store(E_ptr + s_off, Er, mask=mask_dn)
+        cum = tot + tl.cumsum(dt, axis=0)  # prod_{r<=t} a_r = exp(A cum)
+        for n in range(0, dstate):
+            sel = offs_n == n
+            Ar = tl.load(A_ptr + (d * dstate + n) * NC)
+            Cr, Ci = _row(C_ptr, c_base, n, sC2, sCri, offs_t, mask_t, True, VAR_C, IS_COMPLEX)
+            if IS_COMPLEX:
+                # q = 2 conj(C) dy; E += sum conj(e) q
+                Ai = tl.load(A_ptr + (d * dstate + n) * NC + 1)
+                mag = tl.exp(cum * Ar) * (2.0 * dy)
+                er = mag * tl.cos(cum * Ai)
+                ei = mag * tl.sin(cum * Ai)
+                Er = tl.where(sel, Er + tl.sum(er * Cr - ei * Ci, axis=0), Er)
+                Ei = tl.where(sel, Ei - tl.sum(er * Ci + ei * Cr, axis=0), Ei)
+            else:
+                Er = tl.where(sel, Er + tl.sum(tl.exp(cum * Ar) * Cr * dy, axis=0), Er)
+        tot += tl.sum(dt, axis=0)
+    s_off = (chan * n_chunks + pid_k) * (dstate * NC) + offs_n * NC
+    tl.store(E_ptr + s_off, Er, mask=mask_n)
     if IS_COMPLEX:
-        tl.store(E_ptr + s_off + 1, Ei, mask=mask_dn)
-    tl.store(dtsum_ptr + (pid_b * dim + offs_d).to(tl.int64) * n_chunks + pid_k, tot, mask=mask_d)
+        tl.store(E_ptr + s_off + 1, Ei, mask=mask_n)
+    tl.store(dtsum_ptr + chan * n_chunks + pid_k, tot)
 
 
 # --------------------------------------------------------------------------------------------
@@ -726,42 +687,38 @@ def _bwd_chunk_adjoint_kernel(
 # Partial-sum rows for the gradients summed over batch and chunks (A, D, delta_bias, constant
 # B/C): programs add into row (b * K + k) % _N_SLOTS, spreading atomic contention; torch sums rows.
 _N_SLOTS = 32
-# Scan kernels (per-channel 2-D tiles): positions per tile and warps per program, real / complex.
-# On the interpreter (CPU tests) tiles are short, so a test's chunks hold several of them.
-_SCAN_TILE = {False: 128, True: 64}
+# Scan kernels: one warp per program; positions per tile: 256 (8 per thread) for a forward
+# alone, 128 (4 per thread) when the backward will follow (the forward then saves the state
+# entering every tile, and the backward's registers fit 128; on an H100 at (8, 1536, 16, 4096)
+# bf16, 256 / 128 gave forward 1.58 / 1.84 ms, backward 5.81 / 4.22 ms). On the interpreter
+# (CPU tests) tiles are 16 positions, so a test's chunks hold several.
+_FWD_WARPS = 1
+_BWD_WARPS = 1
+_SCAN_TILE = {False: 256, True: 128}  # by "a backward follows"
 _SCAN_TILE_INTERPRETER = 16
-_FWD_WARPS = {False: 4, True: 4}
-_BWD_WARPS = {False: 4, True: 8}
-# Chunk passes (carry of the sequence-parallel forward and backward): [BLOCK_D, N, T] tiles.
-_PASS_BLOCK_D = 4
-_PASS_TILE = {False: 32, True: 16}
+# State indices per iteration of the loop over N: two in the forward (independent scans
+# interleave: 1.77 -> 1.59 ms at the shape above), one in the backward (two cost registers).
+_FWD_N_UNROLL = 2
+_BWD_N_UNROLL = 1
+# Sequence parallelism: one chunk per row while batch x dim gives at least _ONE_CHUNK_PER_SM
+# programs per SM, else chunks enough for _MIN_PER_SM (the chunk pass costs about as much as a
+# scan, so splitting only pays when the grid would otherwise leave SMs idle).
+_ONE_CHUNK_PER_SM = 8
+_MIN_PER_SM = 24
+_CARRY_BLOCK_D = 4
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _scan_tile(is_complex: bool) -> int:
-    return _SCAN_TILE_INTERPRETER if _interpreting() else _SCAN_TILE[is_complex]
+def _scan_tile(training: bool) -> int:
+    return _SCAN_TILE_INTERPRETER if _interpreting() else _SCAN_TILE[training]
 
 
-def _block_d(dim: int, group_sizes: list[int]) -> int:
-    # A chunk-pass program's channels must lie in one group of B and of C: the block size
-    # divides every group size that is < dim.
-    bd = _PASS_BLOCK_D
-    for gs in group_sizes:
-        if gs < dim:
-            while gs % bd:
-                bd //= 2
-    return bd
-
-
-def _min_programs(dev: torch.device) -> int:
-    # About eight programs per SM (132 on an H100) keep every SM busy through the tail; the
-    # interpreter has no SMs (0: one chunk per row unless the caller sets chunk_len).
-    if dev.type != "cuda":
-        return 0
-    return 8 * torch.cuda.get_device_properties(dev).multi_processor_count
+def _sm_count(dev: torch.device) -> int:
+    # The interpreter has no SMs (0: one chunk per row unless the caller sets chunk_len).
+    return torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 0
 
 
 def _tiles_per_chunk(n_tiles: int, other_programs: int, min_programs: int) -> int:
@@ -807,35 +764,24 @@ def _as_real_buffer(x: Tensor | None) -> Tensor | None:
     return (torch.view_as_real(x) if x.is_complex() else x).contiguous()
 
 
-def _pass_cfg(block_d: int, block_n: int, block_t: int) -> dict:
-    # Warps of the chunk passes: about 128 tile elements per thread and live tile.
-    per_thread = block_d * block_n * block_t * 4 // 32
-    warps = 1
-    while warps < 8 and per_thread // warps > 128:
-        warps *= 2
-    return {"num_warps": max(warps, 2)}
-
-
 class _Plan:
     """Tiling of one call, shared by the forward and the backward: ``bt`` positions per scan
-    tile, ``tpc`` tiles per chunk, ``n_tiles`` and ``n_chunks``; the chunk passes use tiles of
-    ``pass_bt`` positions (a divisor of the chunk) and blocks of ``bd`` channels."""
+    tile, ``tpc`` tiles per chunk, ``n_tiles`` and ``n_chunks``."""
 
-    def __init__(self, batch: int, dim: int, L: int, is_complex: bool, groups: list[int],
-                 chunk_len: int | None, dev: torch.device):
-        self.bt = _scan_tile(is_complex)
+    def __init__(self, batch: int, dim: int, L: int, training: bool, chunk_len: int | None,
+                 dev: torch.device):
+        self.bt = _scan_tile(training)
         if chunk_len is not None:
             self.bt = min(self.bt, chunk_len)
         self.n_tiles = triton.cdiv(L, self.bt)
-        if chunk_len is None:
-            self.tpc = _tiles_per_chunk(self.n_tiles, batch * dim, _min_programs(dev))
-        else:
+        sms = _sm_count(dev)
+        if chunk_len is not None:
             self.tpc = chunk_len // self.bt
+        elif batch * dim >= _ONE_CHUNK_PER_SM * sms:
+            self.tpc = self.n_tiles
+        else:
+            self.tpc = _tiles_per_chunk(self.n_tiles, batch * dim, _MIN_PER_SM * sms)
         self.n_chunks = triton.cdiv(self.n_tiles, self.tpc)
-        chunk = self.tpc * self.bt
-        self.pass_bt = min(_PASS_TILE[is_complex], chunk)
-        self.pass_tiles = chunk // self.pass_bt
-        self.bd = _block_d(dim, groups)
 
 
 def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan, want_last,
@@ -858,19 +804,17 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
         K = plan.n_chunks
         S = torch.empty(batch, dim, K, dstate, nc, device=dev, dtype=torch.float32)
         dtsum = torch.empty(batch, dim, K, device=dev, dtype=torch.float32)
-        cfg = _pass_cfg(plan.bd, bn, plan.pass_bt)
-        _fwd_chunk_state_kernel[(K, triton.cdiv(dim, plan.bd), batch)](
+        _chunk_state_kernel[(K, dim, batch)](
             u, delta, delta_bias, A_r, Bt, S, dtsum,
             dim, L, K, dstate, dim // gb, *sB,
             IS_COMPLEX=is_complex, VAR_B=var_b, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=delta_softplus, BLOCK_D=plan.bd, BLOCK_N=bn, BLOCK_T=plan.pass_bt,
-            TILES=plan.pass_tiles, **cfg,
+            SOFTPLUS=delta_softplus, BLOCK_N=bn, BLOCK_T=plan.bt, TILES=plan.tpc, num_warps=1,
         )
         hin = torch.empty_like(S)
-        _carry_kernel[(triton.cdiv(dim, plan.bd), batch)](
+        _carry_kernel[(triton.cdiv(dim, _CARRY_BLOCK_D), batch)](
             S, dtsum, A_r, init, hin, dim, K, dstate,
             IS_COMPLEX=is_complex, REVERSE=False, HAS_INIT=init is not None,
-            BLOCK_D=plan.bd, BLOCK_N=bn, **cfg,
+            BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=bn, num_warps=2,
         )
     elif init is not None:
         hin = init.view(batch, dim, 1, dstate, nc)
@@ -882,13 +826,13 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
 
     y = torch.empty(batch, dim, L, device=dev, dtype=u.dtype)
     last = torch.empty(batch, dim, dstate, nc, device=dev, dtype=torch.float32) if want_last else None
-    _scan2_fwd_kernel[(plan.n_chunks, dim, batch)](
+    _scan1_fwd_kernel[(plan.n_chunks, dim, batch)](
         u, delta, delta_bias, A_r, Bt, Ct, D, z, hin, y, last, hsave,
         dim, L, plan.n_chunks, plan.n_tiles, dstate, dim // gb, dim // gc, *sB, *sC,
         IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hin is not None,
         WRITE_LAST=want_last, WRITE_STATES=write_states, BLOCK_N=bn, BLOCK_T=plan.bt,
-        TILES=plan.tpc, num_warps=_FWD_WARPS[is_complex],
+        TILES=plan.tpc, N_UNROLL=_FWD_N_UNROLL, num_warps=_FWD_WARPS,
     )
     if last is not None:
         last = torch.view_as_complex(last) if is_complex else last.squeeze(-1)
@@ -915,19 +859,17 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
     if K > 1:
         E = torch.empty(batch, dim, K, dstate, nc, **f32)
         dtsum = torch.empty(batch, dim, K, **f32)
-        cfg = _pass_cfg(plan.bd, bn, plan.pass_bt)
-        _bwd_chunk_adjoint_kernel[(K, triton.cdiv(dim, plan.bd), batch)](
+        _chunk_adjoint_kernel[(K, dim, batch)](
             delta, delta_bias, A_r, Ct, z, dout, E, dtsum,
             dim, L, K, dstate, dim // gc, *sC,
             IS_COMPLEX=is_complex, VAR_C=var_c, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=delta_softplus, BLOCK_D=plan.bd, BLOCK_N=bn, BLOCK_T=plan.pass_bt,
-            TILES=plan.pass_tiles, **cfg,
+            SOFTPLUS=delta_softplus, BLOCK_N=bn, BLOCK_T=plan.bt, TILES=plan.tpc, num_warps=1,
         )
         cin = torch.empty_like(E)
-        _carry_kernel[(triton.cdiv(dim, plan.bd), batch)](
+        _carry_kernel[(triton.cdiv(dim, _CARRY_BLOCK_D), batch)](
             E, dtsum, A_r, dlast_r, cin, dim, K, dstate,
             IS_COMPLEX=is_complex, REVERSE=True, HAS_INIT=dlast_r is not None,
-            BLOCK_D=plan.bd, BLOCK_N=bn, **cfg,
+            BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=bn, num_warps=2,
         )
     elif dlast_r is not None:
         cin = dlast_r.view(batch, dim, 1, dstate, nc)
@@ -943,14 +885,14 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
     dD = torch.zeros(n_slots, dim, **f32) if D is not None else None
     dbias = torch.zeros(n_slots, dim, **f32) if delta_bias is not None else None
     dinit = torch.empty(batch, dim, dstate, nc, **f32) if want_dinit else None
-    _scan2_bwd_kernel[(K, dim, batch)](
+    _scan1_bwd_kernel[(K, dim, batch)](
         u, delta, delta_bias, A_r, Bt, Ct, D, z, dout, hsave, cin,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dinit,
         dim, L, K, plan.n_tiles, dstate, dim // gb, dim // gc, n_slots, *sB, *sC,
         IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
         HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, BLOCK_N=bn, BLOCK_T=plan.bt,
-        TILES=plan.tpc, num_warps=_BWD_WARPS[is_complex],
+        TILES=plan.tpc, N_UNROLL=_BWD_N_UNROLL, num_warps=_BWD_WARPS,
     )
     dA = dA.sum(0)
     dA = torch.view_as_complex(dA) if is_complex else dA.squeeze(-1)
@@ -1000,10 +942,9 @@ class _SelectiveScanTriton(torch.autograd.Function):
         is_complex = A.is_complex()
         A = A.contiguous()
         Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
-        plan = _Plan(u.shape[0], u.shape[1], u.shape[2], is_complex,
-                     [u.shape[1] // Bp[2], u.shape[1] // Cp[2]], chunk_len, u.device)
         # Tile states are saved only when a gradient will be asked for.
         want_states = any(ctx.needs_input_grad)
+        plan = _Plan(u.shape[0], u.shape[1], u.shape[2], want_states, chunk_len, u.device)
         y, last, hsave = _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state,
                               plan, return_last_state, want_states)
         ctx.save_for_backward(u, delta, A, Bp[0], Cp[0], D, z, delta_bias, hsave)
