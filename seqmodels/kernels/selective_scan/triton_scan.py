@@ -5,12 +5,11 @@ Function; the public :func:`selective_scan_triton`. The math (chunking, the carr
 adjoint) is in README.md, section "The fused Triton kernels".
 
 Shapes use one alphabet: ``B`` batch, ``D`` channels, ``L`` length, ``N`` state, ``G`` groups,
-``K`` chunks of one or more tiles of ``T`` positions. A forward program owns ``BLOCK_D`` channels
-of one batch row and one chunk, which it walks tile by tile; its state lives in registers as
-``[BLOCK_D, BLOCK_N, BLOCK_T]`` tiles (real and imaginary parts as two fp32 tiles for a complex
-scan) and is never written to memory; only the states at tile boundaries ``[B, D, L / T, N]``
-are. The backward works one tile at a time, a program looping over up to 32 channels in blocks
-of ``BLOCK_D``.
+``K`` chunks of one or more tiles of ``T`` positions. A scan program owns one channel of one batch
+row and one chunk, which it walks tile by tile, one state index at a time: every per-position
+sequence is a ``[T]`` vector in registers (real and imaginary parts as two fp32 vectors for a
+complex scan), the ``N`` states carried between tiles a ``[N]`` vector. Only the states entering
+every tile ``[B, D, L / T, N]`` are written, and only when a backward will follow.
 """
 
 from __future__ import annotations
@@ -200,6 +199,40 @@ def _scan1(ar, ai, br, bi, REVERSE: tl.constexpr, IS_COMPLEX: tl.constexpr):
 
 
 @triton.jit
+def _scalar(ptr, d, HAS: tl.constexpr):
+    """``ptr[d]`` as fp32, or 0 when the argument is absent."""
+    v = 0.0
+    if HAS:
+        v = tl.load(ptr + d).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _bc_base(pid_b, d, s0, s1, group, VAR: tl.constexpr):
+    """Offset of channel ``d``'s B or C: its batch row and group (variable) or its row (constant)."""
+    if VAR:
+        base = pid_b.to(tl.int64) * s0 + (d // group).to(tl.int64) * s1
+    else:
+        base = (d * s1).to(tl.int64)
+    return base
+
+
+@triton.jit
+def _state_vec(ptr, row, dstate, offs_n, mask_n, HAS: tl.constexpr, IS_COMPLEX: tl.constexpr):
+    """Row ``row`` of a fp32 ``[.., N, NC]`` state buffer as ``[BLOCK_N]`` real and imaginary
+    vectors (zeros when absent; the imaginary part is the real one for a real scan)."""
+    NC: tl.constexpr = 2 if IS_COMPLEX else 1
+    if HAS:
+        re, im = _load_pair(ptr, row * (dstate * NC) + offs_n * NC, mask_n, IS_COMPLEX)
+    else:
+        re = tl.zeros(offs_n.shape, dtype=tl.float32)
+        im = re
+    if not IS_COMPLEX:
+        im = re
+    return re, im
+
+
+@triton.jit
 def _scan1_fwd_kernel(
     # pointers
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, hin_ptr, y_ptr, last_ptr,
@@ -226,31 +259,13 @@ def _scan1_fwd_kernel(
     mask_n = offs_n < dstate
     chan = (pid_b * dim + d).to(tl.int64)
     row = chan * L
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d).to(tl.float32)
-    Dv = 0.0
-    if HAS_D:
-        Dv = tl.load(D_ptr + d).to(tl.float32)
-    if VAR_B:
-        b_base = pid_b.to(tl.int64) * sB0 + (d // group_b).to(tl.int64) * sB1
-    else:
-        b_base = d * sB1
-    if VAR_C:
-        c_base = pid_b.to(tl.int64) * sC0 + (d // group_c).to(tl.int64) * sC1
-    else:
-        c_base = d * sC1
+    bias = _scalar(bias_ptr, d, HAS_BIAS)
+    Dv = _scalar(D_ptr, d, HAS_D)
+    b_base = _bc_base(pid_b, d, sB0, sB1, group_b, VAR_B)
+    c_base = _bc_base(pid_b, d, sC0, sC1, group_c, VAR_C)
     first = loc_t == 0
-    if HAS_HIN:
-        s_off = (chan * n_chunks + pid_k) * (dstate * NC) + offs_n * NC
-        hr_vec = tl.load(hin_ptr + s_off, mask=mask_n, other=0.0)
-        if IS_COMPLEX:
-            hi_vec = tl.load(hin_ptr + s_off + 1, mask=mask_n, other=0.0)
-        else:
-            hi_vec = hr_vec
-    else:
-        hr_vec = tl.zeros([BLOCK_N], dtype=tl.float32)
-        hi_vec = hr_vec
+    hr_vec, hi_vec = _state_vec(hin_ptr, chan * n_chunks + pid_k, dstate, offs_n, mask_n, HAS_HIN,
+                                IS_COMPLEX)
 
     for j in range(0, TILES):
         tile = pid_k * TILES + j
@@ -340,33 +355,15 @@ def _scan1_bwd_kernel(
     mask_n = offs_n < dstate
     chan = (pid_b * dim + d).to(tl.int64)
     row = chan * L
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d).to(tl.float32)
-    Dv = 0.0
-    if HAS_D:
-        Dv = tl.load(D_ptr + d).to(tl.float32)
-    if VAR_B:
-        b_base = pid_b.to(tl.int64) * sB0 + (d // group_b).to(tl.int64) * sB1
-    else:
-        b_base = d * sB1
-    if VAR_C:
-        c_base = pid_b.to(tl.int64) * sC0 + (d // group_c).to(tl.int64) * sC1
-    else:
-        c_base = d * sC1
+    bias = _scalar(bias_ptr, d, HAS_BIAS)
+    Dv = _scalar(D_ptr, d, HAS_D)
+    b_base = _bc_base(pid_b, d, sB0, sB1, group_b, VAR_B)
+    c_base = _bc_base(pid_b, d, sC0, sC1, group_c, VAR_C)
     first = loc_t == 0
     last = loc_t == BLOCK_T - 1
     zero_n = tl.zeros([BLOCK_N], dtype=tl.float32)
-    if HAS_CIN:
-        c_off = (chan * n_chunks + pid_k) * (dstate * NC) + offs_n * NC
-        cr_vec = tl.load(cin_ptr + c_off, mask=mask_n, other=0.0)
-        if IS_COMPLEX:
-            ci_vec = tl.load(cin_ptr + c_off + 1, mask=mask_n, other=0.0)
-        else:
-            ci_vec = cr_vec
-    else:
-        cr_vec = zero_n
-        ci_vec = zero_n
+    cr_vec, ci_vec = _state_vec(cin_ptr, chan * n_chunks + pid_k, dstate, offs_n, mask_n, HAS_CIN,
+                                IS_COMPLEX)
     # Sums over the chunk's positions, added to memory once at the end.
     acc_dAr = zero_n
     acc_dAi = zero_n
@@ -564,13 +561,8 @@ def _chunk_state_kernel(
     Ar_vec = tl.load(A_ptr + a_off, mask=mask_n, other=0.0)
     if IS_COMPLEX:
         Ai_vec = tl.load(A_ptr + a_off + 1, mask=mask_n, other=0.0)
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d).to(tl.float32)
-    if VAR_B:
-        b_base = pid_b.to(tl.int64) * sB0 + (d // group_b).to(tl.int64) * sB1
-    else:
-        b_base = d * sB1
+    bias = _scalar(bias_ptr, d, HAS_BIAS)
+    b_base = _bc_base(pid_b, d, sB0, sB1, group_b, VAR_B)
     Sr = tl.zeros([BLOCK_N], dtype=tl.float32)
     Si = tl.zeros([BLOCK_N], dtype=tl.float32)
     tot = 0.0
@@ -638,13 +630,8 @@ def _chunk_adjoint_kernel(
     mask_n = offs_n < dstate
     chan = (pid_b * dim + d).to(tl.int64)
     row = chan * L
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d).to(tl.float32)
-    if VAR_C:
-        c_base = pid_b.to(tl.int64) * sC0 + (d // group_c).to(tl.int64) * sC1
-    else:
-        c_base = d * sC1
+    bias = _scalar(bias_ptr, d, HAS_BIAS)
+    c_base = _bc_base(pid_b, d, sC0, sC1, group_c, VAR_C)
     Er = tl.zeros([BLOCK_N], dtype=tl.float32)
     Ei = tl.zeros([BLOCK_N], dtype=tl.float32)
     tot = 0.0
