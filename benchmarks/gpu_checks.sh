@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU rows of the test suite and the GPU benchmarks, in one command, on a CUDA machine with
 # torch, triton and lightning installed:
-#   bash benchmarks/gpu_checks.sh [STAGE ...]     STAGE: tests scan long sampling quality species ddp
+#   bash benchmarks/gpu_checks.sh [STAGE ...]     STAGE: tests scan long sampling decode quality species ddp
 # Logs and JSON go to $OUT (default runs/gpu_checks). A folder .whl/ of wheels, if present, is
 # installed first into a private site folder (for machines without a package index).
 set -uo pipefail
@@ -15,7 +15,7 @@ fi
 python3 -c "import seqmodels" 2>/dev/null || python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(tests scan long sampling)
+[ ${#stages[@]} -eq 0 ] && stages=(tests scan long sampling decode)
 for stage in "${stages[@]}"; do
     echo "=== $stage $(date -u +%H:%M:%S)"
     case "$stage" in
@@ -24,7 +24,8 @@ for stage in "${stages[@]}"; do
         long) timeout 200 python3 -m benchmarks.long_context --steps 5 --warmup 2 --json "$out/long.json" 2>&1 | tee "$out/long.log" | tail -11
               timeout 120 python3 -m benchmarks.long_context --task classifier --preset 7m --lengths 1048576 --steps 3 --warmup 1 \
                   --json "$out/long_classifier.json" 2>&1 | tee "$out/long_classifier.log" | tail -4 ;;
-        sampling) timeout 200 python3 -m benchmarks.sampling 2>&1 | tee "$out/sampling.log" | tail -12 ;;
+        sampling) timeout 300 python3 -m benchmarks.sampling 2>&1 | tee "$out/sampling.log" | tail -28 ;;
+        decode) timeout 300 python3 -m benchmarks.decode_step 2>&1 | tee "$out/decode_step.log" | tail -30 ;;
         quality) timeout 420 python3 -m benchmarks.dna_quality --max-time "${QUALITY_TIME:-00:00:04:00}" --out "$out/dna_quality" 2>&1 \
                   | tee "$out/dna_quality.log" | grep -vE "^\s*$|it/s|Epoch" | tail -16 ;;
         species) timeout 480 python3 -m benchmarks.species_context --max-steps "${SPECIES_STEPS:-400}" --out "$out/species_context" 2>&1 \

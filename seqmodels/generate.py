@@ -3,10 +3,14 @@
     seqmodels generate --checkpoint CKPT --num-samples 16 --seconds 1 --output-dir samples/
 
 writes ``sample_000.wav`` ... (16-bit PCM, 16 kHz) and ``spectrograms.png``. Sampling runs the
-U-Net's recurrent ``step`` one sample at a time (constant cost per sample); on a GPU the decode
-step uses the fused kernel (``scan_impl="auto"``). The per-sample step is a plain Python loop:
-it is not captured in a CUDA graph (the pooled stages run on a 4- and 16-sample schedule, which
-would need one graph per phase).
+U-Net's recurrent ``step`` one sample at a time (constant cost per sample). The pooling schedule
+repeats every ``total_pool`` (16) samples, so sampling advances one such period at a time. On a
+GPU each stage of Mamba blocks advances in one fused stage step per sample
+(:func:`seqmodels.kernels.mamba_stage_step`, a few Triton kernels for all its blocks), and one
+period (16 steps, the Gumbel-max sampling and the feedback of each code included) is captured
+once in a CUDA graph and replayed. On a CPU the same period loop runs eagerly, block by block.
+Every path draws the same noise (uniform numbers for a whole period from the seeded generator,
+turned into Gumbel noise), so a seed fixes the samples.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,9 +27,44 @@ from torch import Tensor
 
 from seqmodels.checkpoint import read_checkpoint
 from seqmodels.data.audio import SAMPLE_RATE, START_CODE, MuLawVariant, mu_law_decode, mu_law_encode, read_wav, write_wav
-from seqmodels.models import MambaUNet, MambaUNetConfig
+from seqmodels.models import MambaUNet, MambaUNetConfig, UNetInferenceCache, UNetStageWeights
 
 WAVEFORM_KIND = "waveform_lm"
+
+
+def filter_logits(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """``logits [B, V]`` divided by ``temperature``, with the codes outside the top ``k`` (when
+    ``top_k > 0``) and outside the nucleus (the smallest set whose probability reaches ``top_p``,
+    when ``top_p < 1``) set to -inf. Float32, a new tensor."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a code when the codes before it already reach top_p (the first always stays).
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return logits
+
+
+def gumbel_noise(uniform: Tensor) -> Tensor:
+    """Standard Gumbel noise ``-log(-log(u))`` from uniform numbers in [0, 1) (any shape).
+
+    u = 0 is raised to the smallest normal float32, so the noise is always finite."""
+    return -torch.log(-torch.log(uniform.clamp(min=torch.finfo(torch.float32).tiny)))
+
+
+def gumbel_max(
+    logits: Tensor, gumbel: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> Tensor:
+    """One code per row of ``logits [B, V]`` -> [B] int64: the argmax of the filtered logits
+    (:func:`filter_logits`) plus ``gumbel [B, V]`` noise, which is a draw from their softmax
+    (Gumbel-max). No host synchronisation: safe inside a CUDA graph."""
+    return torch.argmax(filter_logits(logits, temperature, top_k, top_p) + gumbel, dim=-1)
 
 
 def sample_logits(
@@ -34,23 +74,78 @@ def sample_logits(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Draw one code per row of ``logits [B, V]`` -> [B] int64.
+    """Draw one code per row of ``logits [B, V]`` -> [B] int64 (Gumbel-max, as generation does).
 
     ``temperature`` divides the logits; ``top_k > 0`` keeps the k most likely codes; ``top_p < 1``
     keeps the smallest set of codes whose probability reaches ``top_p`` (nucleus sampling).
     """
-    logits = logits.float() / temperature
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        # Drop a code when the codes before it already reach top_p (the first always stays).
-        drop = (cum - torch.softmax(sorted_logits, dim=-1)) >= top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    return gumbel_max(logits, gumbel_noise(uniform), temperature, top_k, top_p)
+
+
+@dataclass
+class _PeriodBuffers:
+    """Tensors one period of sampling reads and writes; fixed addresses, so a CUDA graph of the
+    period can be replayed after they are refilled.
+
+    x [B]: the code fed to the first step (the last code of the previous period). uniform
+    [P, B, V]: the period's noise. forced [P] / forced_mask [P]: the prefix code to feed at each
+    step where the mask is set, instead of the sample. codes [P, B]: the period's codes.
+    """
+
+    x: Tensor
+    uniform: Tensor
+    forced: Tensor
+    forced_mask: Tensor
+    codes: Tensor
+
+
+def _sample_period(
+    model: MambaUNet,
+    cache: UNetInferenceCache,
+    stages: UNetStageWeights | None,
+    buf: _PeriodBuffers,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> None:
+    """Advance ``cache`` by one period of P = ``buf.codes.shape[0]`` samples (``cache.t`` must be
+    a multiple of P: the captured schedule of pooled stages then repeats)."""
+    gumbel = gumbel_noise(buf.uniform)  # [P, B, V]
+    x = buf.x
+    for k in range(buf.codes.shape[0]):
+        logits = model.step(x, cache, stages)  # [B, V]: the distribution of this sample
+        sampled = gumbel_max(logits, gumbel[k], temperature, top_k, top_p)
+        x = torch.where(buf.forced_mask[k], buf.forced[k], sampled, out=buf.codes[k])
+    buf.x.copy_(x)
+
+
+def _capture_period(run: Callable[[], None], cache: UNetInferenceCache, buf: _PeriodBuffers) -> torch.cuda.CUDAGraph:
+    """Capture one period in a CUDA graph; leaves ``cache`` and ``buf.x`` at the start."""
+    buf.uniform.fill_(0.5)
+    buf.forced_mask.fill_(False)
+    # Warm up on a side stream (Triton compilation, cuBLAS workspaces), as torch.cuda.graph asks.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    cache.zero_()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    cache.zero_()
+    buf.x.fill_(START_CODE)
+    return graph
+
+
+def _default_fused(model: MambaUNet, device: torch.device) -> bool:
+    """The fused stage step where it pays and can run: CUDA, float32 weights, float32 residual."""
+    return (
+        device.type == "cuda"
+        and model.config.residual_in_fp32
+        and all(p.dtype == torch.float32 for p in model.parameters())
+    )
 
 
 @torch.inference_mode()
@@ -65,11 +160,21 @@ def generate_codes(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    fused: bool | None = None,
+    cuda_graph: bool | None = None,
 ) -> Tensor:
     """Sample ``num_new`` codes after an optional ``prefix [P]`` for ``batch_size`` clips.
 
     The start code (silence) goes in first, then the prefix, one sample at a time through
-    ``model.step``; every new code is fed back in.
+    ``model.step``; every new code is fed back in. Sampling runs whole periods of
+    ``model.config.total_pool`` samples (the extra samples of the last one are dropped); each
+    period draws its uniform noise, [total_pool, batch_size, V], from ``generator`` in one call.
+
+    ``fused`` (default: on a CUDA device with float32 weights) advances each stage of blocks in
+    one :func:`~seqmodels.kernels.mamba_stage_step` call per sample (``MambaUNet.pack_stages``;
+    on a CPU that is the PyTorch reference of the stage step); ``cuda_graph`` (default: on a CUDA
+    device) captures one period in a CUDA graph and replays it. Both exist to compare paths:
+    for a given generator state the codes agree up to the float rounding of the paths.
 
     Returns:
         LongTensor [batch_size, P + num_new] on the model's device (prefix included).
@@ -77,19 +182,45 @@ def generate_codes(
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
+    if fused is None:
+        fused = _default_fused(model, device)
+    if cuda_graph is None:
+        cuda_graph = device.type == "cuda"
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"generate_codes: cuda_graph=True needs the model on a CUDA device, got {device}")
+    stages = model.pack_stages() if fused else None
     cache = model.allocate_inference_cache(batch_size, device=device)
-    prefix = torch.zeros(0, dtype=torch.long) if prefix is None else prefix.long()
-    out = torch.empty(batch_size, prefix.numel() + num_new, dtype=torch.long, device=device)
-    out[:, : prefix.numel()] = prefix.to(device)
-    x = torch.full((batch_size,), START_CODE, dtype=torch.long, device=device)
-    for t in tqdm(range(out.shape[1]), desc="sampling", unit="sample", disable=not progress, mininterval=1.0):
-        logits = model.step(x, cache)  # [B, 256]: the distribution of sample t
-        if t < prefix.numel():
-            x = out[:, t]
-        else:
-            x = sample_logits(logits, temperature, top_k, top_p, generator)
-            out[:, t] = x
-    return out
+    prefix = torch.zeros(0, dtype=torch.long) if prefix is None else prefix.long().flatten()
+    period = model.config.total_pool
+    total = prefix.numel() + num_new
+    n_periods = -(-total // period)
+    forced = torch.zeros(n_periods * period, dtype=torch.long, device=device)
+    forced[: prefix.numel()] = prefix.to(device)
+    forced_mask = torch.arange(n_periods * period, device=device) < prefix.numel()
+    buf = _PeriodBuffers(
+        x=torch.full((batch_size,), START_CODE, dtype=torch.long, device=device),
+        uniform=torch.empty(period, batch_size, model.config.vocab_size, device=device),
+        forced=torch.empty(period, dtype=torch.long, device=device),
+        forced_mask=torch.empty(period, dtype=torch.bool, device=device),
+        codes=torch.empty(period, batch_size, dtype=torch.long, device=device),
+    )
+
+    def run() -> None:
+        _sample_period(model, cache, stages, buf, temperature, top_k, top_p)
+
+    if cuda_graph:
+        run = _capture_period(run, cache, buf).replay
+    out = torch.empty(batch_size, n_periods * period, dtype=torch.long, device=device)
+    with tqdm(total=total, desc="sampling", unit="sample", disable=not progress, mininterval=1.0) as bar:
+        for j in range(n_periods):
+            window = slice(j * period, (j + 1) * period)
+            torch.rand(buf.uniform.shape, generator=generator, out=buf.uniform)
+            buf.forced.copy_(forced[window])
+            buf.forced_mask.copy_(forced_mask[window])
+            run()
+            out[:, window] = buf.codes.t()
+            bar.update(min(period, total - j * period))
+    return out[:, :total]
 
 
 def write_spectrogram_grid(waves: Tensor, path: str | Path, sample_rate: int = SAMPLE_RATE) -> Path:
@@ -247,4 +378,14 @@ def generate_main(argv: Sequence[str]) -> int:
     return 0
 
 
-__all__ = ["generate_codes", "generate_main", "load_waveform_model", "sample_logits", "write_clips", "write_spectrogram_grid"]
+__all__ = [
+    "filter_logits",
+    "generate_codes",
+    "generate_main",
+    "gumbel_max",
+    "gumbel_noise",
+    "load_waveform_model",
+    "sample_logits",
+    "write_clips",
+    "write_spectrogram_grid",
+]

@@ -1,6 +1,7 @@
-"""Sequence-mixing kernels: the selective scan (fused Triton, chunked PyTorch, reference) and its
-decode step. Nothing here imports lightning."""
+"""Sequence-mixing kernels: the selective scan (fused Triton, chunked PyTorch, reference), its
+decode step, and the decode step of a whole stage of Mamba blocks. Nothing here imports lightning."""
 
+from .mamba_stage import MambaStageWeights, mamba_stage_step, mamba_stage_step_ref
 from .selective_scan import (
     MAX_D_STATE,
     selective_scan,
@@ -13,6 +14,9 @@ from .selective_scan import (
 
 __all__ = [
     "MAX_D_STATE",
+    "MambaStageWeights",
+    "mamba_stage_step",
+    "mamba_stage_step_ref",
     "selective_scan",
     "selective_scan_ref",
     "selective_state_update",

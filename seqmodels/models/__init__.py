@@ -8,8 +8,8 @@ from seqmodels.models.classifier import MambaClassifier
 from seqmodels.models.config import MambaConfig
 from seqmodels.models.digit_classifier import DigitClassifier, DigitClassifierConfig
 from seqmodels.models.lm import InferenceCache, MambaBackbone, MambaLM, init_weights
-from seqmodels.models.mamba import Mamba, MambaBlock, MixerState, RMSNorm
-from seqmodels.models.unet import DownPool, MambaUNet, MambaUNetConfig, UNetInferenceCache, UpPool
+from seqmodels.models.mamba import Mamba, MambaBlock, MixerState, RMSNorm, pack_stage_weights
+from seqmodels.models.unet import DownPool, MambaUNet, MambaUNetConfig, UNetInferenceCache, UNetStageWeights, UpPool
 
 __all__ = [
     "DigitClassifier",
@@ -27,6 +27,8 @@ __all__ = [
     "MixerState",
     "RMSNorm",
     "UNetInferenceCache",
+    "UNetStageWeights",
     "UpPool",
     "init_weights",
+    "pack_stage_weights",
 ]

@@ -10,6 +10,7 @@ U-Net stack them at whatever width they need.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqmodels.kernels import selective_scan, selective_state_update
+from seqmodels.kernels import MambaStageWeights, selective_scan, selective_state_update
 from seqmodels.models.config import ScanImpl, check_mixer_args, resolve_dt_rank
 
 
@@ -303,3 +304,47 @@ class MambaBlock(nn.Module):
     def step(self, x: Tensor, state: MixerState) -> Tensor:
         """One position: [B, D] -> [B, D]; advances ``state`` in place."""
         return self._residual(x) + self.mixer.step(self.norm(x), state)
+
+
+def pack_stage_weights(blocks: Sequence[MambaBlock]) -> MambaStageWeights:
+    """Stack the weights of ``n >= 1`` blocks of one shape for :func:`seqmodels.kernels.mamba_stage_step`.
+
+    The blocks must be float32 with ``residual_in_fp32`` (the stage step keeps the residual
+    stream in float32, as ``MambaBlock.step`` then does). The result is a copy: pack again after
+    the weights change.
+    """
+    blocks = list(blocks)
+    if not blocks:
+        raise ValueError("pack_stage_weights: blocks must not be empty")
+    first = blocks[0]
+    for i, block in enumerate(blocks):
+        if not isinstance(block, MambaBlock):
+            raise ValueError(f"pack_stage_weights: blocks[{i}] is a {type(block).__name__}, not a MambaBlock")
+        if not block.residual_in_fp32:
+            raise ValueError(f"pack_stage_weights: blocks[{i}] has residual_in_fp32=False; the stage step needs True")
+        dtypes = {p.dtype for p in block.parameters()}
+        if dtypes != {torch.float32}:
+            raise ValueError(f"pack_stage_weights: blocks[{i}] has parameters of dtype {sorted(map(str, dtypes))}; "
+                             "the stage step needs float32")
+        m, m0 = block.mixer, first.mixer
+        if (m.d_model, m.d_inner, m.d_state, m.d_conv, m.dt_rank, m.complex, block.norm.eps) != (
+            m0.d_model, m0.d_inner, m0.d_state, m0.d_conv, m0.dt_rank, m0.complex, first.norm.eps
+        ):
+            raise ValueError(f"pack_stage_weights: blocks[{i}] differs in shape from blocks[0]")
+
+    def stack(get) -> Tensor:
+        return torch.stack([get(b.mixer) for b in blocks]).detach().contiguous()
+
+    return MambaStageWeights(
+        norm_weight=torch.stack([b.norm.weight for b in blocks]).detach().contiguous(),
+        in_proj_t=stack(lambda m: m.in_proj.weight.t()),
+        conv_weight_t=stack(lambda m: rearrange(m.conv1d.weight, "e 1 w -> w e")),
+        conv_bias=stack(lambda m: m.conv1d.bias),
+        x_proj=stack(lambda m: m.x_proj.weight),
+        dt_proj_t=stack(lambda m: m.dt_proj.weight.t()),
+        dt_bias=stack(lambda m: m.dt_proj.bias),
+        A_t=stack(lambda m: m.A().t()),
+        D=stack(lambda m: m.D),
+        out_proj=stack(lambda m: m.out_proj.weight),
+        eps=first.norm.eps,
+    )

@@ -34,9 +34,10 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from seqmodels.kernels import MambaStageWeights, mamba_stage_step
 from seqmodels.models.config import ScanImpl, block_kwargs, check_mixer_args
 from seqmodels.models.lm import init_weights
-from seqmodels.models.mamba import MambaBlock, MixerState, RMSNorm
+from seqmodels.models.mamba import MambaBlock, MixerState, RMSNorm, pack_stage_weights
 
 # Paper sizes (Mamba, section 4.4 / appendix E.4): 8 blocks per group at d_model 64 (6.1M) and
 # 15 blocks per group at d_model 96 (24.3M) on SC09; a complex-SSM model of about 3.5M on
@@ -208,8 +209,10 @@ class UNetInferenceCache:
     down: per down stage, one :class:`MixerState` per block. centre: per centre block. up: per
     up stage (index = stage, fine to coarse), one per block. down_buffers[i]: [B, p_i, D_i]
     the fine steps collected for the next DownPool output. up_buffers[i]: [B, p_i, D_i] the
-    fine steps UpPool still has to emit (zeros at first: the causal shift). t: samples
-    consumed so far.
+    fine steps UpPool still has to emit (zeros at first: the causal shift). down_stacks,
+    centre_stack, up_stacks: the same mixer states stacked per stage (conv [n, B, E, W], ssm
+    [n, B, E, N]), which the fused stage step advances; the per-block states are views of them.
+    t: samples consumed so far.
     """
 
     down: list[list[MixerState]]
@@ -217,7 +220,33 @@ class UNetInferenceCache:
     up: list[list[MixerState]]
     down_buffers: list[Tensor]
     up_buffers: list[Tensor]
+    down_stacks: list[MixerState]
+    centre_stack: MixerState
+    up_stacks: list[MixerState]
     t: int = 0
+
+    def zero_(self) -> UNetInferenceCache:
+        """Back to the start (zero states and buffers, ``t = 0``) without reallocating, so that
+        tensors a CUDA graph captured stay valid."""
+        for stack in (*self.down_stacks, self.centre_stack, *self.up_stacks):
+            stack.conv.zero_()
+            stack.ssm.zero_()
+        for buffer in (*self.down_buffers, *self.up_buffers):
+            buffer.zero_()
+        self.t = 0
+        return self
+
+
+@dataclass
+class UNetStageWeights:
+    """The blocks of every stage of a :class:`MambaUNet` packed for the fused stage step (see
+    :meth:`MambaUNet.pack_stages`); None for a stage without blocks. ``impl`` is passed to
+    :func:`seqmodels.kernels.mamba_stage_step`."""
+
+    down: list[MambaStageWeights | None]
+    centre: MambaStageWeights | None
+    up: list[MambaStageWeights | None]
+    impl: Literal["auto", "triton", "ref"] = "auto"
 
 
 class MambaUNet(nn.Module):
@@ -298,25 +327,61 @@ class MambaUNet(nn.Module):
             raise ValueError(f"MambaUNet.allocate_inference_cache: batch_size must be a positive int, got {batch_size!r}")
         device = self.lm_head.weight.device if device is None else device
         buf_dtype = torch.float32 if self.config.residual_in_fp32 else (dtype or self.lm_head.weight.dtype)
+        config = self.config
+        conv_dtype = dtype or self.lm_head.weight.dtype
+        ssm_dtype = torch.complex64 if config.complex else torch.float32
 
-        def states(layers: nn.ModuleList) -> list[MixerState]:
-            return [layer.allocate_inference_cache(batch_size, dtype=dtype, device=device) for layer in layers]
+        def stack(n: int, width: int) -> tuple[MixerState, list[MixerState]]:
+            # One tensor per stage, so that the fused stage step advances all its blocks at once;
+            # each block's MixerState is a view into it. The channels E are contiguous in memory
+            # (shapes [n, B, E, W] and [n, B, E, N] as transposed views): the stage kernel's tiles
+            # run along E.
+            e = config.expand * width
+            conv = torch.zeros(n, batch_size, config.d_conv, e, device=device, dtype=conv_dtype).transpose(-1, -2)
+            ssm = torch.zeros(n, batch_size, config.d_state, e, device=device, dtype=ssm_dtype).transpose(-1, -2)
+            return MixerState(conv=conv, ssm=ssm), [MixerState(conv=conv[j], ssm=ssm[j]) for j in range(n)]
 
-        widths, pool = self.config.widths, self.config.pool
+        widths, pool = config.widths, config.pool
+        down = [stack(config.n_down_layers, widths[i]) for i in range(len(pool))]
+        centre = stack(config.n_layers, widths[-1])
+        up = [stack(config.n_layers, widths[i]) for i in range(len(pool))]
         return UNetInferenceCache(
-            down=[states(blocks) for blocks in self.down],
-            centre=states(self.centre),
-            up=[states(blocks) for blocks in self.up],
+            down=[views for _, views in down],
+            centre=centre[1],
+            up=[views for _, views in up],
             down_buffers=[torch.zeros(batch_size, p, widths[i], device=device, dtype=buf_dtype) for i, p in enumerate(pool)],
             up_buffers=[torch.zeros(batch_size, p, widths[i], device=device, dtype=buf_dtype) for i, p in enumerate(pool)],
+            down_stacks=[stacked for stacked, _ in down],
+            centre_stack=centre[0],
+            up_stacks=[stacked for stacked, _ in up],
         )
 
-    def step(self, input_ids: Tensor, cache: UNetInferenceCache) -> Tensor:
+    def pack_stages(self, impl: Literal["auto", "triton", "ref"] = "auto") -> UNetStageWeights:
+        """Pack every stage's blocks for :meth:`step` with ``stages`` (one fused stage step per
+        stage and sample). Needs float32 weights and ``residual_in_fp32`` (ValueError otherwise).
+        The packed weights are a copy: pack again after the weights change."""
+        if not self.config.residual_in_fp32:
+            raise ValueError("MambaUNet.pack_stages: the fused stage step needs residual_in_fp32=True")
+
+        def pack(blocks: nn.ModuleList) -> MambaStageWeights | None:
+            return pack_stage_weights(blocks) if len(blocks) else None
+
+        return UNetStageWeights(
+            down=[pack(blocks) for blocks in self.down],
+            centre=pack(self.centre),
+            up=[pack(blocks) for blocks in self.up],
+            impl=impl,
+        )
+
+    def step(self, input_ids: Tensor, cache: UNetInferenceCache, stages: UNetStageWeights | None = None) -> Tensor:
         """One sample: codes [B] -> logits [B, V]; advances ``cache`` in place.
 
         Stage ``i`` runs on the samples where ``t + 1`` divides by ``p_0 ... p_{i-1}``: the
         DownPool below it then has a complete group, and the UpPool above it the last of its
-        buffered outputs to emit (after which it refills from the coarser stage).
+        buffered outputs to emit (after which it refills from the coarser stage). With
+        ``stages`` (from :meth:`pack_stages`) each stage's blocks advance in one
+        :func:`~seqmodels.kernels.mamba_stage_step` call, which also takes in the embedding
+        lookup, the skip connection, the pooling buffers' slots and the final norm.
         """
         if input_ids.dim() != 1:
             raise ValueError(f"MambaUNet.step: input_ids must be [batch], got shape {tuple(input_ids.shape)}")
@@ -326,6 +391,9 @@ class MambaUNet(nn.Module):
         for p in pool:
             phases.append((t // stride) % p)
             stride *= p
+        cache.t = t + 1
+        if stages is not None:
+            return self._step_fused(input_ids, cache, stages, phases)
         x: Tensor | None = self._embed(input_ids)
         skips: list[Tensor] = []
         for i, (blocks, down_pool) in enumerate(zip(self.down, self.down_pools, strict=True)):
@@ -343,5 +411,52 @@ class MambaUNet(nn.Module):
             x = self.up_pools[i].step(x, cache.up_buffers[i], phases[i]) + skips[i]
             for layer, state in zip(self.up[i], cache.up[i], strict=True):
                 x = layer.step(x, state)
-        cache.t = t + 1
         return self.lm_head(self.norm_f(x))
+
+    def _step_fused(
+        self, input_ids: Tensor, cache: UNetInferenceCache, stages: UNetStageWeights, phases: list[int]
+    ) -> Tensor:
+        """:meth:`step` with one stage call per stage; the same schedule and arithmetic.
+
+        Down stage i writes its output straight into its DownPool buffer's slot (which is also the
+        skip of up stage i); up stage i reads its UpPool buffer's slot before the buffer is
+        refilled, adds the skip itself, and the last up stage applies the final norm.
+        """
+        pool, impl = self.config.pool, stages.impl
+        eps = self.norm_f.eps
+
+        def run(x: Tensor, weights: MambaStageWeights | None, stack: MixerState, **io: Any) -> Tensor:
+            if weights is not None:
+                return mamba_stage_step(x, weights, stack.conv, stack.ssm, impl, **io)
+            # A stage without blocks: the same inputs and outputs, in PyTorch.
+            r = io["embedding"][x] if "embedding" in io else x
+            r = r + io["skip"] if "skip" in io else r
+            if "final_norm" in io:
+                r = self.norm_f(r)
+            return io["out"].copy_(r) if "out" in io else r
+
+        x: Tensor | None = None
+        ran = 0  # down stages that ran
+        for i in range(len(pool)):
+            slot = cache.down_buffers[i][:, phases[i]]  # [B, D_i] view
+            if i == 0:
+                run(input_ids, stages.down[0], cache.down_stacks[0], embedding=self.embedding.weight, out=slot)
+            else:
+                run(x, stages.down[i], cache.down_stacks[i], out=slot)
+            ran += 1
+            if phases[i] < pool[i] - 1:
+                x = None
+                break
+            x = self.down_pools[i].linear(rearrange(cache.down_buffers[i], "b p d -> b (p d)"))
+        if x is not None:
+            x = run(x, stages.centre, cache.centre_stack)
+        for i in reversed(range(ran)):
+            io: dict[str, Any] = {"skip": cache.down_buffers[i][:, phases[i]]}
+            if i == 0:
+                io["final_norm"] = (self.norm_f.weight, eps)
+            y = run(cache.up_buffers[i][:, phases[i]], stages.up[i], cache.up_stacks[i], **io)
+            if phases[i] == pool[i] - 1:
+                # Refill after the stage has read its slot (stream order), from the coarser output.
+                cache.up_buffers[i].copy_(rearrange(self.up_pools[i].linear(x), "b (p d) -> b p d", p=pool[i]))
+            x = y
+        return self.lm_head(x)
