@@ -14,24 +14,8 @@ import pytest
 import torch
 
 from seqmodels.generate import filter_logits, generate_codes, gumbel_max, gumbel_noise, sample_logits
-from seqmodels.models import Mamba, MambaUNet, MambaUNetConfig
-
-
-def _random_unet(complex_: bool, d_model: int = 8, n_layers: int = 1, **overrides) -> MambaUNet:
-    """A tiny U-Net with every weight random (biases too), so no path is trivially zero."""
-    torch.manual_seed(0)
-    config = MambaUNetConfig(d_model=d_model, n_layers=n_layers, d_state=4, complex=complex_, scan_impl="torch",
-                             **overrides)
-    model = MambaUNet(config).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                torch.nn.init.normal_(module.weight, std=0.3)
-                if module.bias is not None:
-                    torch.nn.init.normal_(module.bias, std=0.3)
-            if isinstance(module, Mamba):
-                module.dt_proj.bias.add_(2.0)  # larger dt: information travels within a test
-    return model
+from seqmodels.models import MambaUNet, MambaUNetConfig
+from tests.audio_model.unets import random_unet
 
 
 def _stepped_logits(model: MambaUNet, ids: torch.Tensor, stages=None) -> torch.Tensor:
@@ -55,7 +39,7 @@ def test_fused_step_equals_unfused(complex_: bool, overrides: dict, split_from_w
         from seqmodels.kernels.mamba_stage import triton_stage
 
         monkeypatch.setattr(triton_stage, "SPLIT_FROM_WIDTH", split_from_width)
-    model = _random_unet(complex_, **overrides)
+    model = random_unet(complex_, **overrides)
     ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(3))
     plain = _stepped_logits(model, ids)
     fused = _stepped_logits(model, ids, model.pack_stages(impl="triton"))
@@ -65,7 +49,7 @@ def test_fused_step_equals_unfused(complex_: bool, overrides: dict, split_from_w
 
 
 def test_cache_stacks_back_the_block_states_and_reset():
-    model = _random_unet(False, n_down_layers=2)
+    model = random_unet(False, n_down_layers=2)
     cache = model.allocate_inference_cache(2)
     assert cache.down_stacks[0].conv.shape == (2, 2, 16, 4) and cache.centre_stack.ssm.shape == (1, 2, 64, 4)
     assert cache.down[0][1].conv.data_ptr() == cache.down_stacks[0].conv[1].data_ptr()
@@ -79,7 +63,7 @@ def test_cache_stacks_back_the_block_states_and_reset():
 
 
 def test_pack_stages_needs_float32():
-    model = _random_unet(False).to(torch.bfloat16)
+    model = random_unet(False).to(torch.bfloat16)
     with pytest.raises(ValueError, match="float32"):
         model.pack_stages()
 
@@ -125,7 +109,7 @@ def _codes(model: MambaUNet, seed: int, num_new: int, **kw) -> torch.Tensor:
 
 
 def test_generate_is_seeded_and_whole_periods_are_cut():
-    model = _random_unet(False)
+    model = random_unet(False)
     a, b, c = _codes(model, 0, 21), _codes(model, 0, 21), _codes(model, 1, 21)
     assert a.shape == (2, 21) and torch.equal(a, b) and not torch.equal(a, c)
     assert not torch.equal(a[0], a[1])  # the clips of a batch differ
@@ -134,7 +118,7 @@ def test_generate_is_seeded_and_whole_periods_are_cut():
 
 
 def test_generate_keeps_the_prefix():
-    model = _random_unet(True)
+    model = random_unet(True)
     prefix = torch.randint(0, 256, (19,), generator=torch.Generator().manual_seed(4))
     out = _codes(model, 0, 9, prefix=prefix)
     assert out.shape == (2, 28)
@@ -145,12 +129,12 @@ def test_generate_keeps_the_prefix():
 
 def test_generate_fused_reference_path_equals_plain_loop():
     """On a CPU ``fused=True`` runs the stage step's PyTorch reference: same draws, same codes."""
-    model = _random_unet(False, n_down_layers=2)
+    model = random_unet(False, n_down_layers=2)
     torch.testing.assert_close(_codes(model, 5, 40, fused=True), _codes(model, 5, 40, fused=False), rtol=0, atol=0)
 
 
 def test_cuda_graph_needs_cuda():
-    model = _random_unet(False)
+    model = random_unet(False)
     if torch.cuda.is_available():
         pytest.skip("the model is on the CPU here, the check is for CPU-only machines")
     with pytest.raises(ValueError, match="cuda_graph"):

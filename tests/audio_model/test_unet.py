@@ -8,25 +8,9 @@ import pytest
 import torch
 
 from seqmodels.models import DownPool, Mamba, MambaUNet, MambaUNetConfig, UpPool
+from tests.audio_model.unets import random_unet
 
 PAPER_SIZES = {"sc09-6.1m": 6.1e6, "sc09-24.3m": 24.3e6, "youtubemix-3.5m": 3.5e6}
-
-
-def _random_unet(complex_: bool, **overrides) -> MambaUNet:
-    """A tiny U-Net with every weight random (biases too), so no path is trivially zero."""
-    torch.manual_seed(0)
-    config = MambaUNetConfig(d_model=8, n_layers=1, d_state=4, complex=complex_, scan_impl="torch", **overrides)
-    model = MambaUNet(config).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                torch.nn.init.normal_(module.weight, std=0.3)
-                if module.bias is not None:
-                    torch.nn.init.normal_(module.bias, std=0.3)
-            if isinstance(module, Mamba):
-                # Larger dt so information travels across the few positions of a test.
-                module.dt_proj.bias.add_(2.0)
-    return model
 
 
 def _block_params(d: int, complex_: bool, n: int = 16, expand: int = 2, w: int = 4) -> int:
@@ -89,7 +73,7 @@ def test_pooling_shapes_and_shift():
 
 
 def test_length_must_divide_by_total_pool():
-    model = _random_unet(False)
+    model = random_unet(False)
     with pytest.raises(ValueError, match="divide by the total pooling factor 16"):
         model(torch.zeros(1, 40, dtype=torch.long))
 
@@ -97,7 +81,7 @@ def test_length_must_divide_by_total_pool():
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("n_down_layers", [1, 0], ids=["unet", "sashimi-placement"])
 def test_step_equals_forward(complex_, n_down_layers):
-    model = _random_unet(complex_, n_down_layers=n_down_layers)
+    model = random_unet(complex_, n_down_layers=n_down_layers)
     ids = torch.randint(0, 256, (3, 80))
     with torch.no_grad():
         full = model(ids)
@@ -112,7 +96,7 @@ def test_step_equals_forward(complex_, n_down_layers):
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("t", [0, 5, 16, 37, 63])
 def test_causal(complex_, t):
-    model = _random_unet(complex_)
+    model = random_unet(complex_)
     ids = torch.randint(0, 256, (2, 64))
     changed = ids.clone()
     changed[:, t] = (changed[:, t] + 97) % 256
@@ -126,7 +110,7 @@ def test_causal(complex_, t):
 def test_every_stage_reaches_the_output():
     """A change early on reaches outputs 16+ samples later only through the pooled stages when
     the fine stage's own memory is cut (dt tiny): checks the coarse paths are wired."""
-    model = _random_unet(False)
+    model = random_unet(False)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, Mamba):

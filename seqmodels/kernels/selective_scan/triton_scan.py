@@ -233,6 +233,25 @@ def _state_vec(ptr, row, dstate, offs_n, mask_n, HAS: tl.constexpr, IS_COMPLEX: 
 
 
 @triton.jit
+def _bc_grad(ptr, base, n, s2, s_ri, offs_t, mask, g_re, g_im, acc_re, acc_im, VAR: tl.constexpr,
+             IS_COMPLEX: tl.constexpr):
+    """Add the gradient ``g [BLOCK_T]`` of row ``n`` of B or C: one atomic add per position (and
+    channel) for a variable B/C; for a constant one, the tile's sum into element n of the
+    ``acc [BLOCK_N]`` vectors, which are returned."""
+    if VAR:
+        off = base + n * s2 + offs_t
+        tl.atomic_add(ptr + off, g_re, mask=mask, sem="relaxed")
+        if IS_COMPLEX:
+            tl.atomic_add(ptr + off + s_ri, g_im, mask=mask, sem="relaxed")
+    else:
+        sel = tl.arange(0, acc_re.shape[0]) == n
+        acc_re = tl.where(sel, acc_re + tl.sum(g_re, axis=0), acc_re)
+        if IS_COMPLEX:
+            acc_im = tl.where(sel, acc_im + tl.sum(g_im, axis=0), acc_im)
+    return acc_re, acc_im
+
+
+@triton.jit
 def _scan1_fwd_kernel(
     # pointers
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, hin_ptr, y_ptr, last_ptr,
@@ -466,26 +485,11 @@ def _scan1_bwd_kernel(
                     dCr = dy * hr
                     dCi = dCr
                     cr_vec = tl.where(offs_n == n, _at(ar * gr, loc_t, 0), cr_vec)
-                # dB = g dt u, dC = dy h (2 dy conj(h) for complex): one atomic add per position,
-                # state index and channel for variable B/C, sums over positions for constant ones.
-                if VAR_B:
-                    off = b_base + n * sB2 + offs_t
-                    tl.atomic_add(dB_ptr + off, dBr, mask=mask_t & row_ok, sem="relaxed")
-                    if IS_COMPLEX:
-                        tl.atomic_add(dB_ptr + off + sBri, dBi, mask=mask_t & row_ok, sem="relaxed")
-                else:
-                    acc_dBr = tl.where(offs_n == n, acc_dBr + tl.sum(dBr, axis=0), acc_dBr)
-                    if IS_COMPLEX:
-                        acc_dBi = tl.where(offs_n == n, acc_dBi + tl.sum(dBi, axis=0), acc_dBi)
-                if VAR_C:
-                    off = c_base + n * sC2 + offs_t
-                    tl.atomic_add(dC_ptr + off, dCr, mask=mask_t & row_ok, sem="relaxed")
-                    if IS_COMPLEX:
-                        tl.atomic_add(dC_ptr + off + sCri, dCi, mask=mask_t & row_ok, sem="relaxed")
-                else:
-                    acc_dCr = tl.where(offs_n == n, acc_dCr + tl.sum(dCr, axis=0), acc_dCr)
-                    if IS_COMPLEX:
-                        acc_dCi = tl.where(offs_n == n, acc_dCi + tl.sum(dCi, axis=0), acc_dCi)
+                # dB = g dt u, dC = dy h (2 dy conj(h) for complex)
+                acc_dBr, acc_dBi = _bc_grad(dB_ptr, b_base, n, sB2, sBri, offs_t, mask_t & row_ok, dBr, dBi,
+                                            acc_dBr, acc_dBi, VAR_B, IS_COMPLEX)
+                acc_dCr, acc_dCi = _bc_grad(dC_ptr, c_base, n, sC2, sCri, offs_t, mask_t & row_ok, dCr, dCi,
+                                            acc_dCr, acc_dCi, VAR_C, IS_COMPLEX)
 
         # ---- per-position gradients ---------------------------------------------------------
         if HAS_Z:
