@@ -59,8 +59,8 @@ def test_mis_hand_computed():
 def test_am_hand_computed():
     p = np.array([[0.5, 0.5], [0.9, 0.1]])
     prior = np.array([0.5, 0.5])
-    marginal = np.array([0.7, 0.3])
-    kl = 0.5 * math.log(0.5 / 0.7) + 0.5 * math.log(0.5 / 0.3)
+    marginal = np.array([0.7, 0.3])  # the mean of the rows of p
+    kl = float(np.sum(prior * np.log(prior / marginal)))  # 0.5 log(0.5 / 0.7) + 0.5 log(0.5 / 0.3)
     ent = (math.log(2) + -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))) / 2
     assert am_score(p, prior) == pytest.approx(kl + ent, rel=1e-9)
     # Confident predictions matching the prior score 0, the best possible.

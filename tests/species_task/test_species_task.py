@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from seqmodels.tasks.species import CHECKPOINT_KIND, accuracy_table
 
 from tests.species_task.conftest import (
     GREAT_APES,
-    REPO,
     SAMPLES,
     SPECIES_TINY,
     STRAINS,
