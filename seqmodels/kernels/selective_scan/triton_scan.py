@@ -199,6 +199,20 @@ def _scan1(ar, ai, br, bi, REVERSE: tl.constexpr, IS_COMPLEX: tl.constexpr):
 
 
 @triton.jit
+def _channel_program(dim, L, dstate, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Where a per-channel program of grid (chunks, dim, batch) works: its chunk, channel and batch
+    row, the state and tile-position ranges, the state mask, and the channel's row index
+    (b * dim + d, int64) and its offset ``row = chan * L`` in [B, D, L] tensors."""
+    pid_k = tl.program_id(0)
+    d = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    offs_n = tl.arange(0, BLOCK_N)
+    loc_t = tl.arange(0, BLOCK_T)
+    chan = (pid_b * dim + d).to(tl.int64)
+    return pid_k, d, pid_b, offs_n, loc_t, offs_n < dstate, chan, chan * L
+
+
+@triton.jit
 def _scalar(ptr, d, HAS: tl.constexpr):
     """``ptr[d]`` as fp32, or 0 when the argument is absent."""
     v = 0.0
@@ -269,15 +283,8 @@ def _scan1_fwd_kernel(
     """Forward scan of one channel over one chunk of ``TILES`` tiles, from the state carried into
     the chunk (``hin[b, d, k]``, or zero): writes y, optionally the state entering every tile
     (``hsave [B, D, n_tiles, N]``, for the backward) and the final state."""
-    pid_k = tl.program_id(0)
-    d = tl.program_id(1)
-    pid_b = tl.program_id(2)
+    pid_k, d, pid_b, offs_n, loc_t, mask_n, chan, row = _channel_program(dim, L, dstate, BLOCK_N, BLOCK_T)
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
-    offs_n = tl.arange(0, BLOCK_N)
-    loc_t = tl.arange(0, BLOCK_T)
-    mask_n = offs_n < dstate
-    chan = (pid_b * dim + d).to(tl.int64)
-    row = chan * L
     bias = _scalar(bias_ptr, d, HAS_BIAS)
     Dv = _scalar(D_ptr, d, HAS_D)
     b_base = _bc_base(pid_b, d, sB0, sB1, group_b, VAR_B)
@@ -365,15 +372,8 @@ def _scan1_bwd_kernel(
     g_t = q_t + conj(a_{t+1}) g_{t+1} (reverse scan; the adjoint arriving from the next tile,
     conj(a_0) g_0 of that tile, enters at the last position), form the gradients. The adjoint
     entering the chunk's last tile from later chunks is ``cin[b, d, k]`` (or d last_state)."""
-    pid_k = tl.program_id(0)
-    d = tl.program_id(1)
-    pid_b = tl.program_id(2)
+    pid_k, d, pid_b, offs_n, loc_t, mask_n, chan, row = _channel_program(dim, L, dstate, BLOCK_N, BLOCK_T)
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
-    offs_n = tl.arange(0, BLOCK_N)
-    loc_t = tl.arange(0, BLOCK_T)
-    mask_n = offs_n < dstate
-    chan = (pid_b * dim + d).to(tl.int64)
-    row = chan * L
     bias = _scalar(bias_ptr, d, HAS_BIAS)
     Dv = _scalar(D_ptr, d, HAS_D)
     b_base = _bc_base(pid_b, d, sB0, sB1, group_b, VAR_B)
@@ -552,15 +552,8 @@ def _chunk_state_kernel(
     S_k = sum_t exp(A (T_k - c_t)) dt_t B_t u_t (c_t the inclusive cumulative dt, T_k its total),
     and T_k. Per tile the same sum, one exponential per element and no scan; tiles are combined
     in order, S <- exp(A T_tile) S + S_tile."""
-    pid_k = tl.program_id(0)
-    d = tl.program_id(1)
-    pid_b = tl.program_id(2)
+    pid_k, d, pid_b, offs_n, loc_t, mask_n, chan, row = _channel_program(dim, L, dstate, BLOCK_N, BLOCK_T)
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
-    offs_n = tl.arange(0, BLOCK_N)
-    loc_t = tl.arange(0, BLOCK_T)
-    mask_n = offs_n < dstate
-    chan = (pid_b * dim + d).to(tl.int64)
-    row = chan * L
     a_off = (d * dstate + offs_n) * NC
     Ar_vec = tl.load(A_ptr + a_off, mask=mask_n, other=0.0)
     if IS_COMPLEX:
@@ -625,15 +618,8 @@ def _chunk_adjoint_kernel(
     """Backward pass 1, one channel per program: the gradient reaching each chunk's incoming state
     from the chunk's own outputs alone, E_k = sum_t conj(exp(A c_t)) q_t (q_t = dL/dh_t through
     y_t, c_t the inclusive cumulative dt from the chunk's start); and the total T_k."""
-    pid_k = tl.program_id(0)
-    d = tl.program_id(1)
-    pid_b = tl.program_id(2)
+    pid_k, d, pid_b, offs_n, loc_t, mask_n, chan, row = _channel_program(dim, L, dstate, BLOCK_N, BLOCK_T)
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
-    offs_n = tl.arange(0, BLOCK_N)
-    loc_t = tl.arange(0, BLOCK_T)
-    mask_n = offs_n < dstate
-    chan = (pid_b * dim + d).to(tl.int64)
-    row = chan * L
     bias = _scalar(bias_ptr, d, HAS_BIAS)
     c_base = _bc_base(pid_b, d, sC0, sC1, group_c, VAR_C)
     Er = tl.zeros([BLOCK_N], dtype=tl.float32)
