@@ -15,7 +15,8 @@ Rows (random weights, float32):
 * the fused stage step (``mamba_stage_step``, 8 blocks: 17 launches in split mode, the default, or
   one launch with one program per row) at widths 64, 128 and 256 (the stages of the 6.1M SC09
   U-Net), real and complex, per stage and per block, at batch 1, 16 and 64, with the default launch
-  parameters; ``--sweep`` times the alternatives at batch 16, for one program per row with the
+  parameters (split mode with programmatic dependent launch on sm_90+), and at batch 16 with plain
+  launches for comparison; ``--sweep`` times the alternatives at batch 16, for one program per row with the
   weight bytes it reads and the rate at which it reads them.
 """
 
@@ -182,6 +183,10 @@ def main() -> None:
                     fn, nbytes = stage_row(batch, width, 8, is_complex)
                     row(f"fused stage, 8 blocks, batch {batch}, width {width}, {kind}",
                         per_call_us(fn, args.calls, args.replays), 8, nbytes)
+            for width in (64, 128, 256):
+                fn, _ = stage_row(16, width, 8, is_complex, split=True, pdl=False)
+                row(f"fused stage, 8 blocks, batch 16, width {width}, {kind}, plain launches (no PDL)",
+                    per_call_us(fn, args.calls, args.replays), 8)
         if args.sweep:
             print("\nstage kernel launch parameters (batch 16, 8 blocks)")
             for (width, is_complex), configs in SWEEP.items():

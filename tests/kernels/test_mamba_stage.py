@@ -219,3 +219,53 @@ def test_gpu_launch_parameters(width: int, complex_: bool, cfg: tuple[bool, int,
 
     case = Case(width, 16, n_layers=3, batch=5, complex=complex_, steps=2)
     _run_case(case, torch.device("cuda"), lambda x, w, c, s: mamba_stage_step_triton(x, w, c, s, **launch_kwargs(cfg)))
+
+
+def test_pdl_needs_a_compiled_kernel_on_sm90(device: torch.device):
+    """Programmatic dependent launch is asked for explicitly only where it can run."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
+        pytest.skip("this GPU supports PDL")
+    case = Case(16, 4, batch=2)
+    w = pack_stage_weights(_blocks(case, device))
+    conv, ssm = _states(w, case.batch, device)
+    with pytest.raises(ValueError, match="pdl=True"):
+        mamba_stage_step_triton(torch.randn(2, 16, device=device), w, conv, ssm, split=True, pdl=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_gpu_pdl_graph_is_bitwise_the_plain_launches(complex_: bool):
+    """The split kernels with programmatic dependent launch (each launched while its predecessor
+    still runs) replayed in a CUDA graph for many steps give bit for bit the states and outputs of
+    plain launches: the arithmetic is the same, so any difference would be a race."""
+    dev = torch.device("cuda")
+    if torch.cuda.get_device_capability(dev)[0] < 9:
+        pytest.skip("PDL needs sm_90 or newer")
+    case = Case(64, 16, n_layers=8, batch=16, complex=complex_)
+    w = pack_stage_weights(_blocks(case, dev))
+    steps = 48
+    xs = torch.randn(steps, case.batch, case.d_model, generator=torch.Generator().manual_seed(3)).to(dev)
+    results = {}
+    for pdl in (False, True):
+        conv, ssm = _states(w, case.batch, dev)
+        outs = torch.empty(steps, case.batch, case.d_model, device=dev)
+
+        def run() -> None:
+            for t in range(steps):
+                mamba_stage_step_triton(xs[t], w, conv, ssm, split=True, pdl=pdl, out=outs[t])
+
+        # Warm up (compilation) on copies, then capture and replay on zero states.
+        saved = (conv.clone(), ssm.clone())
+        run()
+        conv.copy_(saved[0])
+        ssm.copy_(saved[1])
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run()
+        conv.copy_(saved[0])
+        ssm.copy_(saved[1])
+        graph.replay()
+        torch.cuda.synchronize()
+        results[pdl] = (outs.clone(), conv.clone(), ssm.clone())
+    for name, plain, overlapped in zip(("outputs", "conv state", "ssm state"), results[False], results[True]):
+        assert torch.equal(plain, overlapped), f"{name} differ between plain and PDL launches"

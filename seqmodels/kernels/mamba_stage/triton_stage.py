@@ -26,6 +26,7 @@ CUDA graph.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -66,13 +67,13 @@ def _store_output(out_ptr, fnorm_ptr, fnorm_eps, r, pid_b, offs_d, stride_out_b,
 
 @triton.jit
 def _load_in_tiles(
-    in_w, conv_w, conv_b, xproj, old_win, offs_e, offs_d, offs_n, offs_r, offs_w, stride_win_w, stride_win_e,
+    in_w, conv_w, conv_b, xproj, offs_e, offs_d, offs_n, offs_r, offs_w,
     D_MODEL: tl.constexpr, D_INNER: tl.constexpr, D_STATE: tl.constexpr, DT_RANK: tl.constexpr,
     D_CONV: tl.constexpr, IS_COMPLEX: tl.constexpr,
 ):
-    """What the first pass reads for channels ``offs_e`` (the columns of every tile): in_proj_t
-    (conv input, gate) [BLOCK_D, BLOCK_E], conv weight [BLOCK_W, BLOCK_E] and bias, the old conv
-    window (at ``old_win``) shifted by one tap, and x_proj rows (dt [BLOCK_R, .], B, C [BLOCK_N, .])."""
+    """The weights the first pass reads for channels ``offs_e`` (the columns of every tile):
+    in_proj_t (conv input, gate) [BLOCK_D, BLOCK_E], conv weight [BLOCK_W, BLOCK_E] and bias, and
+    x_proj rows (dt [BLOCK_R, .], B, C [BLOCK_N, .])."""
     K: tl.constexpr = 2 * D_STATE if IS_COMPLEX else D_STATE
     mask_e = (offs_e < D_INNER)[None, :]
     w_in = in_w + offs_d[:, None] * (2 * D_INNER) + offs_e[None, :]
@@ -82,8 +83,6 @@ def _load_in_tiles(
     cw = tl.load(conv_w + offs_w[:, None] * D_INNER + offs_e[None, :], mask=(offs_w < D_CONV)[:, None] & mask_e,
                  other=0.0)  # [BLOCK_W, BLOCK_E]
     cb = tl.load(conv_b + offs_e, mask=offs_e < D_INNER, other=0.0)
-    older = tl.load(old_win + (offs_w[:, None] + 1) * stride_win_w + offs_e[None, :] * stride_win_e,
-                    mask=(offs_w < D_CONV - 1)[:, None] & mask_e, other=0.0)
     w_dt = tl.load(xproj + offs_r[:, None] * D_INNER + offs_e[None, :], mask=(offs_r < DT_RANK)[:, None] & mask_e,
                    other=0.0)  # [BLOCK_R, BLOCK_E]
     mask_ne = (offs_n < D_STATE)[:, None] & mask_e
@@ -100,7 +99,16 @@ def _load_in_tiles(
         w_c = tl.load(xproj + (rows_b + K)[:, None] * D_INNER + offs_e[None, :], mask=mask_ne, other=0.0)
         w_b_im = w_b  # unused
         w_c_im = w_c
-    return w_x, w_z, cw, cb, older, w_dt, w_b, w_b_im, w_c, w_c_im
+    return w_x, w_z, cw, cb, w_dt, w_b, w_b_im, w_c, w_c_im
+
+
+@triton.jit
+def _load_window(old_win, offs_e, offs_w, stride_win_w, stride_win_e, D_INNER: tl.constexpr, D_CONV: tl.constexpr):
+    """The old conv window of channels ``offs_e`` (at ``old_win``) shifted by one tap:
+    [BLOCK_W, BLOCK_E], its last row zero."""
+    mask = (offs_w < D_CONV - 1)[:, None] & (offs_e < D_INNER)[None, :]
+    return tl.load(old_win + (offs_w[:, None] + 1) * stride_win_w + offs_e[None, :] * stride_win_e, mask=mask,
+                   other=0.0)
 
 
 @triton.jit
@@ -140,12 +148,12 @@ def _first_pass(xn, w_x, w_z, cw, cb, older, w_dt, w_b, w_b_im, w_c, w_c_im, off
 
 @triton.jit
 def _load_out_tiles(
-    dt_w, dt_b, A, Dv, out_w, ssm_s, offs_e, offs_d, offs_n, offs_r, stride_ssm_n, stride_ssm_e, stride_ssm_ri,
+    dt_w, dt_b, A, Dv, out_w, offs_e, offs_d, offs_n, offs_r,
     D_MODEL: tl.constexpr, D_INNER: tl.constexpr, D_STATE: tl.constexpr, DT_RANK: tl.constexpr,
     IS_COMPLEX: tl.constexpr,
 ):
-    """What the second pass reads for channels ``offs_e``: dt_proj_t [BLOCK_R, BLOCK_E] and bias, A
-    and the SSM state [BLOCK_N, BLOCK_E], D, out_proj [BLOCK_D, BLOCK_E]."""
+    """The weights the second pass reads for channels ``offs_e``: dt_proj_t [BLOCK_R, BLOCK_E] and
+    bias, A [BLOCK_N, BLOCK_E], D, out_proj [BLOCK_D, BLOCK_E]."""
     A_STRIDE: tl.constexpr = 2 if IS_COMPLEX else 1  # A_t as (N, E, re-im) when complex
     mask_e = (offs_e < D_INNER)[None, :]
     w_dt = tl.load(dt_w + offs_r[:, None] * D_INNER + offs_e[None, :], mask=(offs_r < DT_RANK)[:, None] & mask_e,
@@ -157,15 +165,26 @@ def _load_out_tiles(
     d = tl.load(Dv + offs_e, mask=offs_e < D_INNER, other=0.0)
     w_out = tl.load(out_w + offs_d[:, None] * D_INNER + offs_e[None, :], mask=(offs_d < D_MODEL)[:, None] & mask_e,
                     other=0.0)  # [BLOCK_D, BLOCK_E]
+    if IS_COMPLEX:
+        a_im = tl.load(a_ptrs + 1, mask=mask_ne, other=0.0)
+    else:
+        a_im = a  # unused
+    return w_dt, bias, a, a_im, d, w_out
+
+
+@triton.jit
+def _load_state(ssm_s, offs_e, offs_n, stride_ssm_n, stride_ssm_e, stride_ssm_ri, D_INNER: tl.constexpr,
+                D_STATE: tl.constexpr, IS_COMPLEX: tl.constexpr):
+    """The SSM state of channels ``offs_e`` (at ``ssm_s``): [BLOCK_N, BLOCK_E], real and imaginary
+    parts (the imaginary one only when complex)."""
+    mask_ne = (offs_n < D_STATE)[:, None] & (offs_e < D_INNER)[None, :]
     s_ptrs = ssm_s + offs_n[:, None] * stride_ssm_n + offs_e[None, :] * stride_ssm_e
     h = tl.load(s_ptrs, mask=mask_ne, other=0.0)
     if IS_COMPLEX:
-        a_im = tl.load(a_ptrs + 1, mask=mask_ne, other=0.0)
         h_im = tl.load(s_ptrs + stride_ssm_ri, mask=mask_ne, other=0.0)
     else:
-        a_im = a  # unused
-        h_im = h
-    return w_dt, bias, a, a_im, d, w_out, h, h_im
+        h_im = h  # unused
+    return h, h_im
 
 
 @triton.jit
@@ -273,12 +292,15 @@ def _stage_step_kernel(
             # Every load of the layer is issued first, so their latencies overlap (with each other
             # and with the norm).
             mask_e = offs_eb < D_INNER
-            w_x, w_z, cw, cb, older, w_dt, w_b, w_b_im, w_c, w_c_im = _load_in_tiles(
-                in_w_l, conv_w_l, conv_b_l, xproj_l, scr + lyr * (D_CONV * D_INNER), offs_eb, offs_d, offs_n,
-                offs_r, offs_w, D_INNER, 1, D_MODEL, D_INNER, D_STATE, DT_RANK, D_CONV, IS_COMPLEX)
-            w_dtp, bias, a, a_im, d, w_out, h, h_im = _load_out_tiles(
-                dt_w_l, dt_b_l, A_l, D_l, out_w_l, ssm_l, offs_eb, offs_d, offs_n, offs_r,
-                stride_ssm_n, stride_ssm_e, stride_ssm_ri, D_MODEL, D_INNER, D_STATE, DT_RANK, IS_COMPLEX)
+            w_x, w_z, cw, cb, w_dt, w_b, w_b_im, w_c, w_c_im = _load_in_tiles(
+                in_w_l, conv_w_l, conv_b_l, xproj_l, offs_eb, offs_d, offs_n, offs_r, offs_w,
+                D_MODEL, D_INNER, D_STATE, DT_RANK, D_CONV, IS_COMPLEX)
+            older = _load_window(scr + lyr * (D_CONV * D_INNER), offs_eb, offs_w, D_INNER, 1, D_INNER, D_CONV)
+            w_dtp, bias, a, a_im, d, w_out = _load_out_tiles(
+                dt_w_l, dt_b_l, A_l, D_l, out_w_l, offs_eb, offs_d, offs_n, offs_r,
+                D_MODEL, D_INNER, D_STATE, DT_RANK, IS_COMPLEX)
+            h, h_im = _load_state(ssm_l, offs_eb, offs_n, stride_ssm_n, stride_ssm_e, stride_ssm_ri,
+                                  D_INNER, D_STATE, IS_COMPLEX)
         # RMSNorm (float32 statistics)
         rstd = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / D_MODEL + eps)
         xn = r * rstd * nw  # [BLOCK_D]
@@ -306,9 +328,10 @@ def _stage_step_kernel(
                 offs_e = e0 + offs_eb
                 mask_e = offs_e < D_INNER
                 mask_we = (offs_w < D_CONV)[:, None] & mask_e[None, :]
-                w_x, w_z, cw, cb, older, w_dt, w_b, w_b_im, w_c, w_c_im = _load_in_tiles(
-                    in_w_l, conv_w_l, conv_b_l, xproj_l, conv_l, offs_e, offs_d, offs_n, offs_r, offs_w,
-                    stride_conv_w, stride_conv_e, D_MODEL, D_INNER, D_STATE, DT_RANK, D_CONV, IS_COMPLEX)
+                w_x, w_z, cw, cb, w_dt, w_b, w_b_im, w_c, w_c_im = _load_in_tiles(
+                    in_w_l, conv_w_l, conv_b_l, xproj_l, offs_e, offs_d, offs_n, offs_r, offs_w,
+                    D_MODEL, D_INNER, D_STATE, DT_RANK, D_CONV, IS_COMPLEX)
+                older = _load_window(conv_l, offs_e, offs_w, stride_conv_w, stride_conv_e, D_INNER, D_CONV)
                 u, z, window, d_dt, d_b, d_b_im, d_c, d_c_im = _first_pass(
                     xn, w_x, w_z, cw, cb, older, w_dt, w_b, w_b_im, w_c, w_c_im, offs_w, D_CONV, IS_COMPLEX, PAIR_REDUCE)
                 acc_dt += d_dt
@@ -338,9 +361,11 @@ def _stage_step_kernel(
                 window = tl.load(scr_win + offs_w[:, None] * D_INNER + offs_e[None, :], mask=mask_we, other=0.0)
                 tl.store(conv_l + offs_w[:, None] * stride_conv_w + offs_e[None, :] * stride_conv_e, window,
                          mask=mask_we)
-                w_dtp, bias, a, a_im, d, w_out, h, h_im = _load_out_tiles(
-                    dt_w_l, dt_b_l, A_l, D_l, out_w_l, ssm_l, offs_e, offs_d, offs_n, offs_r,
-                    stride_ssm_n, stride_ssm_e, stride_ssm_ri, D_MODEL, D_INNER, D_STATE, DT_RANK, IS_COMPLEX)
+                w_dtp, bias, a, a_im, d, w_out = _load_out_tiles(
+                    dt_w_l, dt_b_l, A_l, D_l, out_w_l, offs_e, offs_d, offs_n, offs_r,
+                    D_MODEL, D_INNER, D_STATE, DT_RANK, IS_COMPLEX)
+                h, h_im = _load_state(ssm_l, offs_e, offs_n, stride_ssm_n, stride_ssm_e, stride_ssm_ri,
+                                      D_INNER, D_STATE, IS_COMPLEX)
                 o, h, h_im = _second_pass(u, z, w_dtp, bias, a, a_im, d, w_out, h, h_im,
                                           acc_dt, acc_b, acc_b_im, acc_c, acc_c_im, IS_COMPLEX)
                 out += o
@@ -353,6 +378,20 @@ def _stage_step_kernel(
         r += out
 
     _store_output(out_ptr, fnorm_ptr, fnorm_eps, r, pid_b, offs_d, stride_out_b, D_MODEL, NORM_OUT)
+
+
+@triton.jit
+def _pdl_sync(PDL: tl.constexpr):
+    """Programmatic dependent launch (sm_90+): a split kernel is launched while the previous one
+    still runs and loads its weights; here it waits until that kernel has finished and its writes
+    are visible, then lets the next kernel launch. Only weights (never written during decoding)
+    may be read before this point. Because every kernel signals only after its own wait, a kernel
+    that starts early finds every kernel but its direct predecessor finished: the order of the
+    stream holds transitively, and a plain kernel in between (PyTorch's) simply ends the overlap.
+    Without PDL the kernel boundaries alone order the work, and this is a no-op."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
 
 
 @triton.jit
@@ -369,10 +408,12 @@ def _split_in_kernel(
     D_CONV: tl.constexpr, IS_COMPLEX: tl.constexpr, N_PROGS: tl.constexpr, FIRST: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_W: tl.constexpr, PAIR_REDUCE: tl.constexpr, EMBED: tl.constexpr, HAS_SKIP: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """Split mode, first half of a layer for one row and one slice of BLOCK_E channels: the
     residual (the previous layer's, plus its out_proj shares), RMSNorm, in_proj, conv, SiLU; u and
-    z to the scratch, the slice's share of x_proj to ``xp_part``."""
+    z to the scratch, the slice's share of x_proj to ``xp_part``. With PDL (see _pdl_sync) the
+    weights load while the previous kernel finishes."""
     XPW: tl.constexpr = BLOCK_R + 4 * BLOCK_N  # x_proj share slots: dt, B, C, B imaginary, C imaginary
     pid_b = tl.program_id(0).to(tl.int64)
     pid_s = tl.program_id(1)
@@ -384,9 +425,12 @@ def _split_in_kernel(
     mask_d = offs_d < D_MODEL
     mask_e = offs_e < D_INNER
     conv_row = conv_ptr + pid_b * stride_conv_b
-    w_x, w_z, cw, cb, older, w_dt, w_b, w_b_im, w_c, w_c_im = _load_in_tiles(
-        in_w_ptr, conv_w_ptr, conv_b_ptr, xproj_ptr, conv_row, offs_e, offs_d, offs_n, offs_r, offs_w,
-        stride_conv_w, stride_conv_e, D_MODEL, D_INNER, D_STATE, DT_RANK, D_CONV, IS_COMPLEX)
+    w_x, w_z, cw, cb, w_dt, w_b, w_b_im, w_c, w_c_im = _load_in_tiles(
+        in_w_ptr, conv_w_ptr, conv_b_ptr, xproj_ptr, offs_e, offs_d, offs_n, offs_r, offs_w,
+        D_MODEL, D_INNER, D_STATE, DT_RANK, D_CONV, IS_COMPLEX)
+    nw = tl.load(norm_w_ptr + offs_d, mask=mask_d, other=0.0)
+    _pdl_sync(PDL)
+    older = _load_window(conv_row, offs_e, offs_w, stride_conv_w, stride_conv_e, D_INNER, D_CONV)
     if FIRST:
         r = _load_input(x_ptr, codes_ptr, skip_ptr, pid_b, offs_d, stride_x_b, stride_skip_b,
                         D_MODEL, EMBED, HAS_SKIP)
@@ -398,7 +442,6 @@ def _split_in_kernel(
             r += tl.load(part_ptr + (pid_b * N_PROGS + p) * D_MODEL + offs_d, mask=mask_d, other=0.0)
     # One program per row keeps the residual for the next layer (and the stage's output).
     tl.store(res_out_ptr + pid_b * D_MODEL + offs_d, r, mask=mask_d & (pid_s == 0))
-    nw = tl.load(norm_w_ptr + offs_d, mask=mask_d, other=0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / D_MODEL + eps)
     xn = r * rstd * nw
     u, z, window, d_dt, d_b, d_b_im, d_c, d_c_im = _first_pass(
@@ -429,6 +472,7 @@ def _split_out_kernel(
     D_MODEL: tl.constexpr, D_INNER: tl.constexpr, D_STATE: tl.constexpr, DT_RANK: tl.constexpr,
     IS_COMPLEX: tl.constexpr, N_PROGS: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """Split mode, second half of a layer for one row and one slice of channels: x_proj summed
     over the slices, dt, SSM update, gate; the slice's share of out_proj to ``part``."""
@@ -441,9 +485,12 @@ def _split_out_kernel(
     offs_e = pid_s * BLOCK_E + tl.arange(0, BLOCK_E)
     mask_e = offs_e < D_INNER
     ssm_row = ssm_ptr + pid_b * stride_ssm_b
-    w_dt, bias, a, a_im, d, w_out, h, h_im = _load_out_tiles(
-        dt_w_ptr, dt_b_ptr, A_ptr, D_ptr, out_w_ptr, ssm_row, offs_e, offs_d, offs_n, offs_r,
-        stride_ssm_n, stride_ssm_e, stride_ssm_ri, D_MODEL, D_INNER, D_STATE, DT_RANK, IS_COMPLEX)
+    w_dt, bias, a, a_im, d, w_out = _load_out_tiles(
+        dt_w_ptr, dt_b_ptr, A_ptr, D_ptr, out_w_ptr, offs_e, offs_d, offs_n, offs_r,
+        D_MODEL, D_INNER, D_STATE, DT_RANK, IS_COMPLEX)
+    _pdl_sync(PDL)
+    h, h_im = _load_state(ssm_row, offs_e, offs_n, stride_ssm_n, stride_ssm_e, stride_ssm_ri,
+                          D_INNER, D_STATE, IS_COMPLEX)
     u = tl.load(scratch_ptr + pid_b * (2 * D_INNER) + offs_e, mask=mask_e, other=0.0)
     z = tl.load(scratch_ptr + pid_b * (2 * D_INNER) + D_INNER + offs_e, mask=mask_e, other=0.0)
     # x_proj: the slices' shares summed (vector loads, for the reason given in _split_in_kernel).
@@ -472,11 +519,12 @@ def _split_out_kernel(
 
 @triton.jit
 def _split_finish_kernel(res_ptr, part_ptr, out_ptr, fnorm_ptr, fnorm_eps, stride_out_b, D_MODEL: tl.constexpr,
-                         N_PROGS: tl.constexpr, BLOCK_D: tl.constexpr, NORM_OUT: tl.constexpr):
+                         N_PROGS: tl.constexpr, BLOCK_D: tl.constexpr, NORM_OUT: tl.constexpr, PDL: tl.constexpr):
     """Split mode: the stage's output, the last layer's residual plus its out_proj shares."""
     pid_b = tl.program_id(0).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D_MODEL
+    _pdl_sync(PDL)
     r = tl.load(res_ptr + pid_b * D_MODEL + offs_d, mask=mask_d, other=0.0)
     for p in tl.static_range(N_PROGS):
         r += tl.load(part_ptr + (pid_b * N_PROGS + p) * D_MODEL + offs_d, mask=mask_d, other=0.0)
@@ -497,7 +545,16 @@ SLICE_STAGES = 1
 SPLIT_FROM_WIDTH = 1
 SPLIT_BLOCK_E = 32
 SPLIT_NUM_WARPS = 4
+# Split kernels use programmatic dependent launch where the GPU has it (sm_90+): each launch's
+# weight loads overlap the previous kernel's tail (_pdl_sync).
+PDL = True
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _pdl_capable(device: torch.device) -> bool:
+    """Programmatic dependent launch: compiled code on a GPU of compute capability 9 or more."""
+    return not _INTERPRET and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def _row_blocks(w: MambaStageWeights, block_e: int, num_warps: int) -> dict[str, int]:
@@ -530,9 +587,15 @@ class _StageIO:
     norm_out: bool
 
 
+def _launch_pdl(pdl: bool) -> dict[str, bool]:
+    """The launch option (only passed when set: the interpreter does not take it)."""
+    return {"launch_pdl": True} if pdl else {}
+
+
 def _stage_split(io: _StageIO, w: MambaStageWeights, conv_state: Tensor, ssm: Tensor, A: Tensor, batch: int,
-                 block_e: int, num_warps: int) -> None:
-    """Split mode: 2n + 1 launches, each over (batch, E / block_e) programs."""
+                 block_e: int, num_warps: int, pdl: bool) -> None:
+    """Split mode: 2n + 1 launches, each over (batch, E / block_e) programs; with ``pdl`` each one a
+    programmatic dependent launch."""
     e, d = w.d_inner, w.d_model
     dev = io.out.device
     n_progs = triton.cdiv(e, block_e)
@@ -544,7 +607,7 @@ def _stage_split(io: _StageIO, w: MambaStageWeights, conv_state: Tensor, ssm: Te
     scratch = torch.empty(batch, 2 * e, device=dev, dtype=torch.float32)
     dims = dict(D_MODEL=d, D_INNER=e, D_STATE=w.d_state, DT_RANK=w.dt_rank, IS_COMPLEX=w.is_complex, N_PROGS=n_progs,
                 BLOCK_D=blocks["BLOCK_D"], BLOCK_E=block_e, BLOCK_N=blocks["BLOCK_N"], BLOCK_R=blocks["BLOCK_R"],
-                num_warps=num_warps)
+                num_warps=num_warps, PDL=pdl, **_launch_pdl(pdl))
     grid = (batch, n_progs)
     for layer in range(w.n_layers):
         conv = conv_state[layer]
@@ -565,7 +628,8 @@ def _stage_split(io: _StageIO, w: MambaStageWeights, conv_state: Tensor, ssm: Te
         )
     _split_finish_kernel[(batch,)](
         res[(w.n_layers - 1) % 2], part, io.out, io.fnorm, io.fnorm_eps, io.out.stride(0), D_MODEL=d,
-        N_PROGS=n_progs, BLOCK_D=blocks["BLOCK_D"], NORM_OUT=io.norm_out, num_warps=num_warps,
+        N_PROGS=n_progs, BLOCK_D=blocks["BLOCK_D"], NORM_OUT=io.norm_out, num_warps=num_warps, PDL=pdl,
+        **_launch_pdl(pdl),
     )
 
 
@@ -584,11 +648,13 @@ def mamba_stage_step_triton(
     layer_stages: int | None = None,
     slice_stages: int | None = None,
     split: bool | None = None,
+    pdl: bool | None = None,
 ) -> Tensor:
     """Launch the stage kernel(s) on validated arguments (see ``mamba_stage_step``). The launch
     parameters can be overridden (benchmarks, tests): ``split`` picks split mode (default: complex
     stages and widths of at least SPLIT_FROM_WIDTH, i.e. every stage), ``block_e`` and
-    ``num_warps`` apply to either mode, the stage counts to one program per row."""
+    ``num_warps`` apply to either mode, the stage counts to one program per row, ``pdl``
+    (default: PDL where the GPU supports it) to split mode."""
     w = weights
     batch, d, e = x.shape[0], w.d_model, w.d_inner
     if out is None:
@@ -614,7 +680,12 @@ def mamba_stage_step_triton(
     if split is None:
         split = w.is_complex or d >= SPLIT_FROM_WIDTH
     if split:
-        _stage_split(io, w, conv_state, ssm, A, batch, block_e or SPLIT_BLOCK_E, num_warps or SPLIT_NUM_WARPS)
+        if pdl is None:
+            pdl = PDL and _pdl_capable(out.device)
+        elif pdl and not _pdl_capable(out.device):
+            raise ValueError(f"pdl=True needs compiled kernels on a GPU of compute capability 9 or more, "
+                             f"got {out.device} (TRITON_INTERPRET={int(_INTERPRET)})")
+        _stage_split(io, w, conv_state, ssm, A, batch, block_e or SPLIT_BLOCK_E, num_warps or SPLIT_NUM_WARPS, pdl)
         return out
     num_warps = NUM_WARPS if num_warps is None else num_warps
     if block_e is None:
