@@ -5,7 +5,8 @@
 
 Each row times full training steps (bf16 autocast forward, backward, AdamW step) after warm-up,
 with fresh random tokens every step, and reports the median step time, tokens per second and
-the peak GPU memory allocated during the timed steps.
+the peak GPU memory allocated during the timed steps. ``--profile`` also prints the GPU time of
+one more step by kernel.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from seqmodels.models import MambaClassifier, MambaConfig, MambaLM
 from seqmodels.tasks.optim import param_groups
@@ -36,7 +39,7 @@ DEFAULT_GRID = [  # (preset, L, batch)
 
 def time_training_step(
     preset: str, length: int, batch: int, scan_impl: str, checkpointing: bool, steps: int, warmup: int,
-    task: str = "lm",
+    task: str = "lm", profile: bool = False,
 ) -> dict:
     device = torch.device("cuda")
     config = MambaConfig.from_name(preset, scan_impl=scan_impl, checkpointing=checkpointing)
@@ -47,10 +50,9 @@ def time_training_step(
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, fused=True)
     times = []
     torch.cuda.reset_peak_memory_stats(device)
-    for i in range(warmup + steps):
+
+    def step() -> Tensor:
         tokens = torch.randint(7, 11, (batch, length + 1), device=device)  # A, C, G, T ids
-        torch.cuda.synchronize(device)
-        start = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = model(tokens[:, :-1])
         if task == "lm":
@@ -60,12 +62,20 @@ def time_training_step(
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss
+
+    for i in range(warmup + steps):
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        loss = step()
         torch.cuda.synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
         if i == warmup - 1:
             torch.cuda.reset_peak_memory_stats(device)
     step_s = statistics.median(times)
+    if profile:
+        print_profile(step, f"{task} {preset}, L {length} x batch {batch}, checkpointing {checkpointing}")
     return {
         "task": task,
         "preset": preset,
@@ -79,6 +89,19 @@ def time_training_step(
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
         "loss": float(loss),
     }
+
+
+def print_profile(step: Callable[[], object], title: str) -> None:
+    """GPU time of one more step by kernel (the 25 largest) and in all."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    total_ms = sum(e.device_time_total for e in events) / 1e3
+    print(f"\nGPU time by kernel, one step, {title}: {total_ms:.1f} ms in all")
+    print(events.table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
 
 
 def main() -> None:
@@ -95,6 +118,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--profile", action="store_true", help="also print GPU time by kernel of one step per row")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.long_context needs a CUDA GPU")
@@ -106,7 +130,8 @@ def main() -> None:
         ckpt = {"on": True, "off": False}.get(args.checkpointing, length >= 2**17)
         try:
             row = time_training_step(
-                preset, length, args.batch or batch, args.scan_impl, ckpt, args.steps, args.warmup, args.task
+                preset, length, args.batch or batch, args.scan_impl, ckpt, args.steps, args.warmup, args.task,
+                args.profile,
             )
         except torch.OutOfMemoryError:
             row = {"preset": preset, "L": length, "batch": args.batch or batch, "error": "out of memory"}
