@@ -1,7 +1,9 @@
 """Sequence-mixing kernels: the selective scan (fused Triton, chunked PyTorch, reference), its
-decode step, and the decode step of a whole stage of Mamba blocks. Nothing here imports lightning."""
+decode step, the decode step of a whole stage of Mamba blocks, and RMSNorm. Nothing here imports
+lightning."""
 
 from .mamba_stage import MambaStageWeights, mamba_stage_step, mamba_stage_step_ref
+from .rmsnorm import rms_norm, rms_norm_ref
 from .selective_scan import (
     MAX_D_STATE,
     selective_scan,
@@ -17,6 +19,8 @@ __all__ = [
     "MambaStageWeights",
     "mamba_stage_step",
     "mamba_stage_step_ref",
+    "rms_norm",
+    "rms_norm_ref",
     "selective_scan",
     "selective_scan_ref",
     "selective_state_update",

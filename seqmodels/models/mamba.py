@@ -19,15 +19,16 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqmodels.kernels import MambaStageWeights, selective_scan, selective_state_update
+from seqmodels.kernels import MambaStageWeights, rms_norm, selective_scan, selective_state_update
 from seqmodels.models.config import ScanImpl, check_mixer_args, resolve_dt_rank
 
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale and no bias (Zhang & Sennrich 2019).
 
-    Statistics are computed in float32; the output has the weight's dtype, so a float32
-    residual stream feeds a bfloat16 model without an explicit cast.
+    Statistics are computed in float32; the output has the weight's dtype (or ``out_dtype``), so
+    a float32 residual stream feeds a bfloat16 model without an explicit cast. On CUDA it runs
+    as one fused Triton kernel forward and one backward (``seqmodels.kernels.rms_norm``).
     """
 
     def __init__(self, d_model: int, eps: float = 1e-5) -> None:
@@ -39,11 +40,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d_model))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """[..., D] -> [..., D]"""
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * self.weight.float()).to(self.weight.dtype)
+    def forward(self, x: Tensor, out_dtype: torch.dtype | None = None) -> Tensor:
+        """[..., D] -> [..., D] in ``out_dtype`` (default: the weight's dtype)."""
+        return rms_norm(x, self.weight, self.eps, out_dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -366,7 +365,10 @@ class MambaBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[B, L, D] -> [B, L, D]"""
-        return self._residual(x) + self.mixer(self.norm(x))
+        # Under autocast the norm writes the mixer's input dtype directly (no separate cast).
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        return self._residual(x) + self.mixer(self.norm(x, out_dtype=dtype))
 
     def allocate_inference_cache(
         self, batch_size: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
