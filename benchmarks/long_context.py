@@ -39,10 +39,11 @@ DEFAULT_GRID = [  # (preset, L, batch)
 
 def time_training_step(
     preset: str, length: int, batch: int, scan_impl: str, checkpointing: bool, steps: int, warmup: int,
-    task: str = "lm", profile: bool = False,
+    task: str = "lm", profile: bool = False, checkpoint_dtype: str = "float32",
 ) -> dict:
     device = torch.device("cuda")
-    config = MambaConfig.from_name(preset, scan_impl=scan_impl, checkpointing=checkpointing)
+    config = MambaConfig.from_name(preset, scan_impl=scan_impl, checkpointing=checkpointing,
+                                   checkpoint_dtype=checkpoint_dtype)
     if task == "lm":
         model = MambaLM(config).to(device).train()
     else:  # the great-apes classifier: 5 classes, last-position pooling
@@ -83,6 +84,7 @@ def time_training_step(
         "batch": batch,
         "scan_impl": scan_impl,
         "checkpointing": checkpointing,
+        "checkpoint_dtype": checkpoint_dtype if checkpointing else None,
         "params": sum(p.numel() for p in model.parameters()),
         "step_s": step_s,
         "tokens_per_s": batch * length / step_s,
@@ -114,6 +116,8 @@ def main() -> None:
         "--checkpointing", default="long", choices=["long", "on", "off"],
         help="activation checkpointing per block: 'long' turns it on from L >= 2^17",
     )
+    parser.add_argument("--checkpoint-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="dtype of the block inputs kept by the checkpoints (MambaConfig.checkpoint_dtype)")
     parser.add_argument("--task", default="lm", choices=["lm", "classifier"], help="next-base LM or species classifier")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -131,7 +135,7 @@ def main() -> None:
         try:
             row = time_training_step(
                 preset, length, args.batch or batch, args.scan_impl, ckpt, args.steps, args.warmup, args.task,
-                args.profile,
+                args.profile, args.checkpoint_dtype,
             )
         except torch.OutOfMemoryError:
             row = {"preset": preset, "L": length, "batch": args.batch or batch, "error": "out of memory"}
@@ -140,7 +144,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
-    print(f"task: {args.task}")
+    print(f"task: {args.task}, checkpointed stream: {args.checkpoint_dtype}")
     print(f"{'preset':>6} {'L':>8} {'batch':>5} {'ckpt':>5} {'step s':>8} {'tokens/s':>11} {'peak GiB':>9}")
     for r in rows:
         if "error" in r:

@@ -68,7 +68,12 @@ class MambaBackbone(nn.Module):
             x = x.float()
         use_checkpoint = self.config.checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = checkpoint(layer, x, use_reentrant=False) if use_checkpoint else layer(x)
+            if use_checkpoint:
+                if self.config.checkpoint_dtype == "bfloat16":
+                    x = x.to(torch.bfloat16)  # what the checkpoint keeps; the block upcasts it
+                x = checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
         return self.norm_f(x)
 
     def allocate_inference_cache(

@@ -116,6 +116,38 @@ def test_checkpointing_gives_same_gradients(complex_):
         torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_bfloat16_checkpoints_keep_a_bfloat16_stream():
+    """checkpoint_dtype="bfloat16": the checkpoints hold each block's input in bfloat16, and the
+    gradients are exactly those of the model whose stream is rounded to bfloat16 between blocks."""
+    import seqmodels.models.lm as lm
+
+    ids = torch.randint(0, 12, (2, 10), generator=torch.Generator().manual_seed(4))
+    ckpt = _tiny(checkpointing=True, checkpoint_dtype="bfloat16").train()
+    plain = _tiny().train()
+    plain.load_state_dict(ckpt.state_dict())
+    seen = []
+    real = lm.checkpoint
+
+    def recording(fn, x, **kwargs):
+        seen.append(x.dtype)
+        return real(fn, x, **kwargs)
+
+    grads = []
+    for model in (ckpt, plain):
+        if model is plain:
+            # The same rounding by hand, no checkpoints.
+            for layer in model.backbone.layers:
+                layer.register_forward_pre_hook(lambda _, args: (args[0].to(torch.bfloat16),))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(lm, "checkpoint", recording)
+            loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert seen == [torch.bfloat16] * 2
+    for name in grads[1]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_checkpointing_recomputes_blocks_in_training_only(monkeypatch):
     import seqmodels.models.lm as lm
 
