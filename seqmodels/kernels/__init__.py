@@ -1,7 +1,8 @@
 """Sequence-mixing kernels: the selective scan (fused Triton, chunked PyTorch, reference), its
-decode step, the decode step of a whole stage of Mamba blocks, and RMSNorm. Nothing here imports
-lightning."""
+decode step, the decode step of a whole stage of Mamba blocks, RMSNorm, and the causal depthwise
+conv1d of the mixer. Nothing here imports lightning."""
 
+from .causal_conv import causal_conv1d, causal_conv1d_ref
 from .mamba_stage import MambaStageWeights, mamba_stage_step, mamba_stage_step_ref
 from .rmsnorm import rms_norm, rms_norm_ref
 from .selective_scan import (
@@ -17,6 +18,8 @@ from .selective_scan import (
 __all__ = [
     "MAX_D_STATE",
     "MambaStageWeights",
+    "causal_conv1d",
+    "causal_conv1d_ref",
     "mamba_stage_step",
     "mamba_stage_step_ref",
     "rms_norm",
