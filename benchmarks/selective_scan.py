@@ -27,9 +27,11 @@ SHAPES = [  # batch, dim, N, L, complex, dtype
     (1, 256, 16, 1048576, False, torch.bfloat16),
     (16, 128, 16, 16000, True, torch.float32),
     (16, 128, 16, 16000, False, torch.float32),
+    (64, 512, 16, 1024, False, torch.bfloat16),  # the 7M DNA model's scan at L = 1024 x batch 64
 ]
 # state-spaces/mamba's CUDA kernel on one H100, median ms (fwd, bwd), measured for the same shapes
-REFERENCE_CUDA_MS = [(0.90, 3.72), (4.22, 14.87), (2.32, 8.17), (10.66, 26.73), (2.32, 6.00), (1.46, 4.13)]
+# (None: not measured)
+REFERENCE_CUDA_MS = [(0.90, 3.72), (4.22, 14.87), (2.32, 8.17), (10.66, 26.73), (2.32, 6.00), (1.46, 4.13), None]
 
 
 def make_inputs(batch: int, dim: int, n: int, length: int, is_complex: bool, dtype: torch.dtype) -> dict:
@@ -104,7 +106,18 @@ def main() -> None:
     parser.add_argument("--shapes", type=int, nargs="*", help="indices into the shape list")
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions per measurement (the median is kept)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--train-tile", type=int, help="override the Triton scan's tile when a backward follows")
+    parser.add_argument("--fwd-unroll", type=int, help="override the state indices per forward loop iteration")
+    parser.add_argument("--bwd-unroll", type=int, help="override the state indices per backward loop iteration")
     args = parser.parse_args()
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    if args.train_tile:
+        triton_scan._SCAN_TILE[True] = args.train_tile
+    if args.fwd_unroll:
+        triton_scan._FWD_N_UNROLL = args.fwd_unroll
+    if args.bwd_unroll:
+        triton_scan._BWD_N_UNROLL = args.bwd_unroll
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.selective_scan needs a CUDA GPU")
 
@@ -126,7 +139,7 @@ def main() -> None:
     print(f"{'batch,dim,N,L':>22} {'scan':>8} {'dtype':>9} {'impl':>7} {'fwd ms':>8} {'bwd ms':>8} {'ref fwd/bwd':>12} {'ratio fwd/bwd':>14}")
     for r in rows:
         b, d, n, length, cplx, dtype = SHAPES[r["shape"]]
-        ref_f, ref_b = REFERENCE_CUDA_MS[r["shape"]]
+        ref_f, ref_b = REFERENCE_CUDA_MS[r["shape"]] or (float("nan"), float("nan"))
         dims = f"{b},{d},{n},{length}"
         kind = "complex" if cplx else "real"
         head = f"{dims:>22} {kind:>8} {str(dtype)[6:]:>9} {r['impl']:>7}"
