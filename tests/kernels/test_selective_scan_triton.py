@@ -264,6 +264,30 @@ def test_triton_scan_launch_heuristics() -> None:
     assert _tiles_per_chunk(1, 1, 1056) == 1
 
 
+def test_triton_scan_saves_tile_states_only_when_a_gradient_can_follow(monkeypatch, device: torch.device) -> None:
+    """Under no_grad (evaluation, generation) the forward neither saves the per-tile states nor
+    uses the training tile, even when the inputs require grad (parameters do)."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    calls = []
+    real_fwd = triton_scan._fwd
+
+    def spy(*args):
+        calls.append(args[-1])  # want_states
+        return real_fwd(*args)
+
+    monkeypatch.setattr(triton_scan, "_fwd", spy)
+    g = torch.Generator().manual_seed(0)
+    u, delta, z = (torch.randn(1, 4, 40, generator=g).to(device).requires_grad_() for _ in range(3))
+    A = -torch.rand(4, 3, generator=g).to(device).requires_grad_()
+    B, C = (torch.randn(1, 3, 40, generator=g).to(device) for _ in range(2))
+    with torch.no_grad():
+        selective_scan_triton(u, delta, A, B, C, z=z)
+    selective_scan_triton(u, delta, A, B, C, z=z).sum().backward()
+    assert calls == [False, True]
+    assert u.grad is not None and torch.isfinite(u.grad).all()
+
+
 # ---- GPU rows (realistic sizes) ----------------------------------------------------------------
 _GPU_CASES = [
     pytest.param(Case(2, 256, 16, 4096, None, dtype="bf16", b="var", c="var"), id="real-bf16-var-4k"),

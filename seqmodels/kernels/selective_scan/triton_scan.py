@@ -914,13 +914,14 @@ class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
-                return_last_state, chunk_len):
+                return_last_state, chunk_len, grad_enabled):
         u, delta, z, D, delta_bias = _contig(u), _contig(delta), _contig(z), _contig(D), _contig(delta_bias)
         is_complex = A.is_complex()
         A = A.contiguous()
         Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
-        # Tile states are saved only when a gradient will be asked for.
-        want_states = any(ctx.needs_input_grad)
+        # Tile states are saved only when a gradient can be asked for: grad mode on at the call
+        # (``grad_enabled``; inside forward it is always off) and an input that requires grad.
+        want_states = grad_enabled and any(ctx.needs_input_grad)
         plan = _Plan(u.shape[0], u.shape[1], u.shape[2], want_states, chunk_len, u.device)
         y, last, hsave = _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state,
                               plan, return_last_state, want_states)
@@ -953,7 +954,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
             dinit.to(init_dtype) if dinit is not None else None,
         )
         needs = ctx.needs_input_grad
-        return (*(g if needs[i] else None for i, g in enumerate(grads)), None, None, None)
+        return (*(g if needs[i] else None for i, g in enumerate(grads)), None, None, None, None)
 
 
 class _Like:
@@ -1016,4 +1017,4 @@ def selective_scan_triton(
     if chunk_len is not None:
         chunk_len = max(2, triton.next_power_of_2(int(chunk_len)))
     return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                      delta_softplus, return_last_state, chunk_len)
+                                      delta_softplus, return_last_state, chunk_len, torch.is_grad_enabled())
