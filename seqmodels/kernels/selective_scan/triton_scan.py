@@ -664,14 +664,17 @@ def _chunk_adjoint_kernel(
 # Partial-sum rows for the gradients summed over batch and chunks (A, D, delta_bias, constant
 # B/C): programs add into row (b * K + k) % _N_SLOTS, spreading atomic contention; torch sums rows.
 _N_SLOTS = 32
-# Scan kernels: one warp per program; positions per tile: 256 (8 per thread) for a forward
-# alone, 128 (4 per thread) when the backward will follow (the forward then saves the state
-# entering every tile, and the backward's registers fit 128; on an H100 at (8, 1536, 16, 4096)
-# bf16, 256 / 128 gave forward 1.58 / 1.84 ms, backward 5.81 / 4.22 ms). On the interpreter
-# (CPU tests) tiles are 16 positions, so a test's chunks hold several.
+# Scan kernels: one warp per program; positions per tile: 128 (4 per thread), and 256 (8 per
+# thread) for a real forward alone with one chunk per row. Measured on an H100 (forward alone,
+# no tile states, 256 / 128): real bf16 (8, 1536, 16, 4096) 1.44 / 1.63 ms, (8, 1536, 16, 16384)
+# 4.81 / 5.76, (64, 512, 16, 1024) 0.85 / 1.04, real fp32 (16, 128, 16, 16000) 1.73 / 1.73;
+# but complex (8, 1536, 16, 4096) 4.87 / 4.11, complex fp32 (16, 128, 16, 16000) 4.87 / 3.09 and
+# the chunked (1, 256, 16, 2^20) 12.68 / 11.87. When a backward follows, 128 (the backward's
+# registers fit it: 256 cost 5.81 against 4.22 ms of backward at the first shape). On the
+# interpreter (CPU tests) tiles are 16 positions, so a test's chunks hold several.
 _FWD_WARPS = 1
 _BWD_WARPS = 1
-_SCAN_TILE = {False: 256, True: 128}  # by "a backward follows"
+_SCAN_TILE = {False: 256, True: 128}  # by "a backward follows" (256: real, one chunk per row)
 _SCAN_TILE_INTERPRETER = 16
 # State indices per iteration of the loop over N: two in the forward (independent scans
 # interleave: 1.77 -> 1.59 ms at the shape above), one in the backward (two cost registers).
@@ -689,8 +692,10 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _scan_tile(training: bool) -> int:
-    return _SCAN_TILE_INTERPRETER if _interpreting() else _SCAN_TILE[training]
+def _scan_tile(training: bool, is_complex: bool, one_chunk: bool) -> int:
+    if _interpreting():
+        return _SCAN_TILE_INTERPRETER
+    return _SCAN_TILE[True] if training or is_complex or not one_chunk else _SCAN_TILE[False]
 
 
 def _sm_count(dev: torch.device) -> int:
@@ -745,16 +750,17 @@ class _Plan:
     """Tiling of one call, shared by the forward and the backward: ``bt`` positions per scan
     tile, ``tpc`` tiles per chunk, ``n_tiles`` and ``n_chunks``."""
 
-    def __init__(self, batch: int, dim: int, L: int, training: bool, chunk_len: int | None,
-                 dev: torch.device):
-        self.bt = _scan_tile(training)
+    def __init__(self, batch: int, dim: int, L: int, training: bool, is_complex: bool,
+                 chunk_len: int | None, dev: torch.device):
+        sms = _sm_count(dev)
+        one_chunk = chunk_len is None and batch * dim >= _ONE_CHUNK_PER_SM * sms
+        self.bt = _scan_tile(training, is_complex, one_chunk)
         if chunk_len is not None:
             self.bt = min(self.bt, chunk_len)
         self.n_tiles = triton.cdiv(L, self.bt)
-        sms = _sm_count(dev)
         if chunk_len is not None:
             self.tpc = chunk_len // self.bt
-        elif batch * dim >= _ONE_CHUNK_PER_SM * sms:
+        elif one_chunk:
             self.tpc = self.n_tiles
         else:
             self.tpc = _tiles_per_chunk(self.n_tiles, batch * dim, _MIN_PER_SM * sms)
@@ -922,7 +928,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         # Tile states are saved only when a gradient can be asked for: grad mode on at the call
         # (``grad_enabled``; inside forward it is always off) and an input that requires grad.
         want_states = grad_enabled and any(ctx.needs_input_grad)
-        plan = _Plan(u.shape[0], u.shape[1], u.shape[2], want_states, chunk_len, u.device)
+        plan = _Plan(u.shape[0], u.shape[1], u.shape[2], want_states, is_complex, chunk_len, u.device)
         y, last, hsave = _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state,
                               plan, return_last_state, want_states)
         ctx.save_for_backward(u, delta, A, Bp[0], Cp[0], D, z, delta_bias, hsave)
