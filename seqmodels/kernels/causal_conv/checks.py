@@ -7,11 +7,12 @@ dtypes and devices (no host synchronisation).
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from .._triton_env import check_triton_device
 
 Impl = Literal["auto", "triton", "ref"]
 IMPLS = ("auto", "triton", "ref")
@@ -76,11 +77,7 @@ def check_impl(impl: str, device: torch.device, dtypes: dict[str, torch.dtype]) 
         fits = all(dt in _TRITON_FLOATS for dt in dtypes.values())
         return "triton" if device.type == "cuda" and fits else "ref"
     if impl == "triton":
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
-            raise ValueError(
-                f"impl: 'triton' needs CUDA tensors, got tensors on {device}; set the environment variable "
-                "TRITON_INTERPRET=1 before importing triton kernels to run them on CPU through the interpreter"
-            )
+        check_triton_device(device)
         for name, dt in dtypes.items():
             if dt not in _TRITON_FLOATS:
                 raise ValueError(

@@ -16,12 +16,13 @@ once).
 
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from .._triton_env import interpreting
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -236,9 +237,10 @@ def _causal_conv_bwd_kernel(
 # Positions per program on a GPU: 2048 (B=1, E=512, L=2^20 gives 262144 programs). Positions
 # per thread: 16 in the forward (4 warps at 2048), 32 in the backward (2 warps), which spreads the
 # backward's five tile reductions over twice the positions (sm_90 SASS per position and thread:
-# 39.5 instructions at 128 registers, against 48 at 80 registers with 16). TODO(when an H100 is
-# at hand): sweep with `python -m benchmarks.causal_conv --block-l 1024 2048 4096 --warps ...`;
-# these values are unmeasured.
+# 39.5 instructions at 128 registers, against 48 at 80 registers with 16). On an H100 these
+# defaults reach 2.6 / 2.5 TB/s (forward / forward + backward) at B=1, E=512, L=2^20 bf16
+# (benchmarks/RESULTS.md); other tile sizes are not swept yet (`python -m benchmarks.causal_conv
+# --block-l 1024 2048 4096 --warps ...`).
 _BLOCK_L = 2048
 _FWD_POSITIONS_PER_THREAD = 16
 _BWD_POSITIONS_PER_THREAD = 32
@@ -247,8 +249,7 @@ _BLOCK_L_INTERPRETER = 16
 MIN_BLOCK_L = 16
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+_interpreting = interpreting
 
 
 def _vec(dtype: torch.dtype, width: int) -> int:

@@ -7,13 +7,14 @@ it is tested against a loop over ``MambaBlock.step``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .._triton_env import check_triton_device
 
 Impl = Literal["auto", "triton", "ref"]
 IMPLS = ("auto", "triton", "ref")
@@ -210,11 +211,8 @@ def check_impl(impl: str, device: torch.device, dtype: torch.dtype) -> str:
         return "triton" if device.type == "cuda" and dtype == torch.float32 else "ref"
     if impl == "triton" and dtype != torch.float32:
         raise ValueError(f"impl: 'triton' needs float32 weights, got {dtype}; use impl='ref' for float64")
-    if impl == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
-        raise ValueError(
-            f"impl: 'triton' needs CUDA tensors, got tensors on {device}; set the environment variable "
-            "TRITON_INTERPRET=1 before importing triton kernels to run them on CPU through the interpreter"
-        )
+    if impl == "triton":
+        check_triton_device(device)
     return impl
 
 

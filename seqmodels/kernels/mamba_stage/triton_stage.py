@@ -27,7 +27,6 @@ CUDA graph.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +34,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._triton_env import interpreting
 from .ref import MambaStageWeights
 
 
@@ -548,7 +548,7 @@ SPLIT_NUM_WARPS = 4
 # Split kernels use programmatic dependent launch where the GPU has it (sm_90+): each launch's
 # weight loads overlap the previous kernel's tail (_pdl_sync).
 PDL = True
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_INTERPRET = interpreting()
 
 
 @functools.lru_cache(maxsize=None)

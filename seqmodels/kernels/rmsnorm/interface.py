@@ -7,12 +7,12 @@ an impl that cannot run on the given tensors raises a ValueError.
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from .._triton_env import check_triton_device
 from .ref import rms_norm_ref
 
 Impl = Literal["auto", "triton", "ref"]
@@ -42,11 +42,7 @@ def rms_norm(
         impl = "triton" if x.device.type == "cuda" and x.dtype in _FLOATS and weight.dtype in _FLOATS \
             and out_dtype in _FLOATS else "ref"
     if impl == "triton":
-        if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
-            raise ValueError(
-                f"rms_norm: impl 'triton' needs CUDA tensors, got tensors on {x.device}; set the environment "
-                "variable TRITON_INTERPRET=1 before importing triton kernels to run them on CPU through the interpreter"
-            )
+        check_triton_device(x.device, "rms_norm: impl")
         for name, dt in (("x", x.dtype), ("weight", weight.dtype), ("out_dtype", out_dtype)):
             if dt not in _FLOATS:
                 raise ValueError(f"rms_norm: {name} must be float32, bfloat16 or float16 for impl 'triton', got {dt}")

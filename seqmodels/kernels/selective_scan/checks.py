@@ -7,12 +7,13 @@ devices: no host synchronisation, so they are safe inside CUDA graphs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from .._triton_env import check_triton_device
 
 # Largest state size N the kernels support. The Triton kernels keep a [channels, N] state tile
 # in registers; beyond 256 that tile no longer fits. The PyTorch paths share the limit so that
@@ -125,11 +126,7 @@ def check_impl(impl: str, device: torch.device, dtypes: dict[str, torch.dtype]) 
     if impl == "auto":
         return "triton" if device.type == "cuda" else "torch"
     if impl == "triton":
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
-            raise ValueError(
-                f"impl: 'triton' needs CUDA tensors, got tensors on {device}; set the environment variable "
-                "TRITON_INTERPRET=1 before importing triton kernels to run them on CPU through the interpreter"
-            )
+        check_triton_device(device)
         for name, dt in dtypes.items():
             if dt not in _TRITON_FLOATS + (torch.complex64,):
                 raise ValueError(

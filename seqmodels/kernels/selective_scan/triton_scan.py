@@ -14,12 +14,13 @@ every tile ``[B, D, L / T, N]`` are written, and only when a backward will follo
 
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from .._triton_env import interpreting
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -688,8 +689,7 @@ _MIN_PER_SM = 24
 _CARRY_BLOCK_D = 4
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+_interpreting = interpreting
 
 
 def _scan_tile(training: bool, is_complex: bool, one_chunk: bool) -> int:
