@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._triton_env import check_triton_device
+from ..rmsnorm.ref import rms_norm_ref
 
 Impl = Literal["auto", "triton", "ref"]
 IMPLS = ("auto", "triton", "ref")
@@ -231,7 +232,7 @@ def stage_step_ref(
         r = r + skip
     d_state, dt_rank = w.d_state, w.dt_rank
     for i in range(w.n_layers):
-        xn = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + w.eps) * w.norm_weight[i]
+        xn = rms_norm_ref(r, w.norm_weight[i], w.eps)
         xe, z = (xn @ w.in_proj_t[i]).chunk(2, dim=-1)  # [B, E] each
         window = conv_state[i]  # [B, E, W], oldest first
         window.copy_(torch.roll(window, shifts=-1, dims=-1))
@@ -253,7 +254,7 @@ def stage_step_ref(
         r = r + y @ w.out_proj[i].t()
     if final_norm is not None:
         weight, eps = final_norm
-        r = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight
+        r = rms_norm_ref(r, weight, eps)
     return r
 
 
