@@ -197,6 +197,42 @@ def _bc_rows(B_ptr, C_ptr, b_base, c_base, n, sB2, sBri, sC2, sCri, offs_t, mask
     return Br, Bi, Cr, Ci
 
 
+# With PREFETCH the rows of B and C for state index n are loaded one iteration of the state loop
+# ahead (while index n - 1 is scanned), so their latency overlaps the scan instead of stalling
+# it: _bc_rows_first before the loop, _bc_rows_next in it, the rows for n + 1 carried along.
+
+
+@triton.jit
+def _bc_rows_first(B_ptr, C_ptr, b_base, c_base, dstate, sB2, sBri, sC2, sCri, offs_t, mask_t,
+                   VAR_B: tl.constexpr, VAR_C: tl.constexpr, IS_COMPLEX: tl.constexpr,
+                   PREFETCH: tl.constexpr):
+    """The rows of state index 0 to carry into the state loop (placeholders without PREFETCH)."""
+    if PREFETCH:
+        nBr, nBi, nCr, nCi = _bc_rows(B_ptr, C_ptr, b_base, c_base, 0, sB2, sBri, sC2, sCri, offs_t,
+                                      mask_t, 0 < dstate, VAR_B, VAR_C, IS_COMPLEX)
+    else:
+        nBr = 0.0
+        nBi = 0.0
+        nCr = 0.0
+        nCi = 0.0
+    return nBr, nBi, nCr, nCi
+
+
+@triton.jit
+def _bc_rows_next(B_ptr, C_ptr, b_base, c_base, n, dstate, sB2, sBri, sC2, sCri, offs_t, mask_t,
+                  nBr, nBi, nCr, nCi, VAR_B: tl.constexpr, VAR_C: tl.constexpr,
+                  IS_COMPLEX: tl.constexpr, PREFETCH: tl.constexpr):
+    """The rows of state index n (Br, Bi, Cr, Ci) and those to carry to the next iteration."""
+    if PREFETCH:
+        Br, Bi, Cr, Ci = nBr, nBi, nCr, nCi
+        nBr, nBi, nCr, nCi = _bc_rows(B_ptr, C_ptr, b_base, c_base, n + 1, sB2, sBri, sC2, sCri,
+                                      offs_t, mask_t, n + 1 < dstate, VAR_B, VAR_C, IS_COMPLEX)
+    else:
+        Br, Bi, Cr, Ci = _bc_rows(B_ptr, C_ptr, b_base, c_base, n, sB2, sBri, sC2, sCri, offs_t,
+                                  mask_t, n < dstate, VAR_B, VAR_C, IS_COMPLEX)
+    return Br, Bi, Cr, Ci, nBr, nBi, nCr, nCi
+
+
 @triton.jit
 def _scan1(ar, ai, br, bi, REVERSE: tl.constexpr, IS_COMPLEX: tl.constexpr):
     """h_t = a_t h_{t-1} + b_t along a ``[BLOCK_T]`` vector (h_t = a_t h_{t+1} + b_t when REVERSE)."""
@@ -318,23 +354,16 @@ def _scan1_fwd_kernel(
         dt, _ = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = tl.zeros([BLOCK_T], dtype=tl.float32)
-        if PREFETCH:
-            # The rows of B and C for state index n are loaded one iteration ahead (while
-            # index n - 1 is scanned), so their latency overlaps the scan instead of stalling it.
-            nBr, nBi, nCr, nCi = _bc_rows(B_ptr, C_ptr, b_base, c_base, 0, sB2, sBri, sC2, sCri, offs_t,
-                                          mask_t, 0 < dstate, VAR_B, VAR_C, IS_COMPLEX)
+        nBr, nBi, nCr, nCi = _bc_rows_first(B_ptr, C_ptr, b_base, c_base, dstate, sB2, sBri, sC2, sCri,
+                                            offs_t, mask_t, VAR_B, VAR_C, IS_COMPLEX, PREFETCH)
         for n0 in range(0, dstate, N_UNROLL):
             for k in tl.static_range(N_UNROLL):
                 n = n0 + k
                 row_ok = n < dstate
                 Ar = tl.load(A_ptr + (d * dstate + n) * NC, mask=row_ok, other=0.0)
-                if PREFETCH:
-                    Br, Bi, Cr, Ci = nBr, nBi, nCr, nCi
-                    nBr, nBi, nCr, nCi = _bc_rows(B_ptr, C_ptr, b_base, c_base, n + 1, sB2, sBri, sC2, sCri,
-                                                  offs_t, mask_t, n + 1 < dstate, VAR_B, VAR_C, IS_COMPLEX)
-                else:
-                    Br, Bi, Cr, Ci = _bc_rows(B_ptr, C_ptr, b_base, c_base, n, sB2, sBri, sC2, sCri, offs_t,
-                                              mask_t, row_ok, VAR_B, VAR_C, IS_COMPLEX)
+                Br, Bi, Cr, Ci, nBr, nBi, nCr, nCi = _bc_rows_next(
+                    B_ptr, C_ptr, b_base, c_base, n, dstate, sB2, sBri, sC2, sCri, offs_t, mask_t,
+                    nBr, nBi, nCr, nCi, VAR_B, VAR_C, IS_COMPLEX, PREFETCH)
                 h0r = _pick(hr_vec, offs_n, n)
                 if IS_COMPLEX:
                     Ai = tl.load(A_ptr + (d * dstate + n) * NC + 1, mask=row_ok, other=0.0)
@@ -436,23 +465,16 @@ def _scan1_bwd_kernel(
         y = tl.zeros([BLOCK_T], dtype=tl.float32)  # sum_n C h (for dz)
         gBs = tl.zeros([BLOCK_T], dtype=tl.float32)  # Re sum_n g conj(B)
         gAw = tl.zeros([BLOCK_T], dtype=tl.float32)  # Re sum_n g conj(A w)
-        if PREFETCH:
-            # The rows of B and C for state index n are loaded one iteration ahead (while
-            # index n - 1 is scanned), so their latency overlaps the scan instead of stalling it.
-            nBr, nBi, nCr, nCi = _bc_rows(B_ptr, C_ptr, b_base, c_base, 0, sB2, sBri, sC2, sCri, offs_t,
-                                          mask_t, 0 < dstate, VAR_B, VAR_C, IS_COMPLEX)
+        nBr, nBi, nCr, nCi = _bc_rows_first(B_ptr, C_ptr, b_base, c_base, dstate, sB2, sBri, sC2, sCri,
+                                            offs_t, mask_t, VAR_B, VAR_C, IS_COMPLEX, PREFETCH)
         for n0 in range(0, dstate, N_UNROLL):
             for k in tl.static_range(N_UNROLL):
                 n = n0 + k
                 row_ok = n < dstate
                 Ar = tl.load(A_ptr + (d * dstate + n) * NC, mask=row_ok, other=0.0)
-                if PREFETCH:
-                    Br, Bi, Cr, Ci = nBr, nBi, nCr, nCi
-                    nBr, nBi, nCr, nCi = _bc_rows(B_ptr, C_ptr, b_base, c_base, n + 1, sB2, sBri, sC2, sCri,
-                                                  offs_t, mask_t, n + 1 < dstate, VAR_B, VAR_C, IS_COMPLEX)
-                else:
-                    Br, Bi, Cr, Ci = _bc_rows(B_ptr, C_ptr, b_base, c_base, n, sB2, sBri, sC2, sCri, offs_t,
-                                              mask_t, row_ok, VAR_B, VAR_C, IS_COMPLEX)
+                Br, Bi, Cr, Ci, nBr, nBi, nCr, nCi = _bc_rows_next(
+                    B_ptr, C_ptr, b_base, c_base, n, dstate, sB2, sBri, sC2, sCri, offs_t, mask_t,
+                    nBr, nBi, nCr, nCi, VAR_B, VAR_C, IS_COMPLEX, PREFETCH)
                 h0r = 0.0
                 h0i = 0.0
                 if HAS_HIN:
