@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.timing import bench_row, median_cuda_ms
 from seqmodels.kernels import causal_conv1d_ref
 
 SHAPES = [  # batch, E, L, W
@@ -66,28 +66,6 @@ def conv_fn(impl: str, block_l: int | None = None, num_warps: tuple[int, int] | 
     return triton_fn
 
 
-_L2_FLUSH: torch.Tensor | None = None
-
-
-def median_ms(fn, reps: int) -> float:
-    """Median of CUDA-event timings, the L2 cache (50 MB on an H100) flushed before each run."""
-    global _L2_FLUSH
-    if _L2_FLUSH is None:
-        _L2_FLUSH = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        _L2_FLUSH.zero_()
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def bench(impl: str, shape: tuple, block_l: int | None, num_warps: tuple[int, int] | None, reps: int) -> dict:
     x, weight, bias = make_inputs(*shape)
     f = conv_fn(impl, block_l, num_warps)
@@ -104,8 +82,8 @@ def bench(impl: str, shape: tuple, block_l: int | None, num_warps: tuple[int, in
             out = f(x, weight, bias)
         torch.autograd.grad(out, (x, weight, bias), dy)
 
-    t_fwd = median_ms(fwd, reps)
-    t_all = median_ms(fwd_bwd, reps)
+    t_fwd = median_cuda_ms(fwd, reps, flush_l2=True)
+    t_all = median_cuda_ms(fwd_bwd, reps, flush_l2=True)
     n = x.numel() * x.element_size()
     return {"fwd_ms": t_fwd, "fwd_bwd_ms": t_all, "fwd_GBps": 2 * n / t_fwd / 1e6, "fwd_bwd_GBps": 5 * n / t_all / 1e6,
             "y_max_abs_diff_vs_torch": _diff_vs_torch(y, x, weight, bias)}
@@ -140,13 +118,7 @@ def main() -> None:
             for block_l in (args.block_l if impl == "triton" else [None]):
                 warps = tuple(args.warps) if impl == "triton" and args.warps else None
                 label = impl + (f"/BL={block_l}" if block_l else "") + (f"/w={warps[0]},{warps[1]}" if warps else "")
-                try:
-                    row = {"shape": i, "impl": label, **bench(impl, shape, block_l, warps, args.reps)}
-                except torch.OutOfMemoryError:
-                    row = {"shape": i, "impl": label, "error": "out of memory"}
-                torch.cuda.empty_cache()
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                rows.append(bench_row(i, label, lambda: bench(impl, shape, block_l, warps, args.reps)))
 
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}  bf16, x a channel slice, SiLU, bias")
     print(f"{'B,E,L,W':>18} {'impl':>20} {'fwd ms':>8} {'fwd GB/s':>9} {'fwd+bwd ms':>11} {'fwd+bwd GB/s':>13} "

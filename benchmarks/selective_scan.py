@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
 
+from benchmarks.timing import bench_row, median_cuda_ms
 from seqmodels.kernels import selective_scan
 
 SHAPES = [  # batch, dim, N, L, complex, dtype
@@ -60,27 +60,6 @@ def make_inputs(batch: int, dim: int, n: int, length: int, is_complex: bool, dty
     )
 
 
-def median_ms(fn, reps: int) -> float:
-    """Median of CUDA-event timings; few repetitions when one call is slow (the torch path)."""
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    torch.cuda.synchronize()
-    once = start.elapsed_time(end)
-    n = max(3, min(reps, int(2000 / max(once, 1e-3))))
-    times = []
-    for _ in range(n):
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def bench(impl: str, shape: tuple, reps: int) -> tuple[float, float]:
     inputs = make_inputs(*shape)
     y = selective_scan(**inputs, impl=impl)
@@ -95,8 +74,9 @@ def bench(impl: str, shape: tuple, reps: int) -> tuple[float, float]:
         out = selective_scan(**inputs, impl=impl)
         torch.autograd.grad(out, grads, dy)
 
-    t_fwd = median_ms(fwd, reps)
-    t_all = median_ms(fwd_bwd, reps)
+    # few repetitions when one call is slow (the torch path)
+    t_fwd = median_cuda_ms(fwd, reps, budget_ms=2000)
+    t_all = median_cuda_ms(fwd_bwd, reps, budget_ms=2000)
     return t_fwd, t_all - t_fwd
 
 
@@ -126,14 +106,7 @@ def main() -> None:
         if args.shapes and i not in args.shapes:
             continue
         for impl in args.impls:
-            try:
-                fwd, bwd = bench(impl, shape, args.reps)
-                row = {"shape": i, "impl": impl, "fwd_ms": fwd, "bwd_ms": bwd}
-            except torch.OutOfMemoryError:
-                row = {"shape": i, "impl": impl, "error": "out of memory"}
-            torch.cuda.empty_cache()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            rows.append(bench_row(i, impl, lambda: dict(zip(("fwd_ms", "bwd_ms"), bench(impl, shape, args.reps)))))
 
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
     print(f"{'batch,dim,N,L':>22} {'scan':>8} {'dtype':>9} {'impl':>7} {'fwd ms':>8} {'bwd ms':>8} {'ref fwd/bwd':>12} {'ratio fwd/bwd':>14}")
