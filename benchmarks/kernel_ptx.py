@@ -33,7 +33,7 @@ import sys
 _DIVISIBLE = {"dim", "L", "n_tiles", "dstate", "group_b", "group_c", "sB0", "sB1", "sB2", "sBri",
               "sC0", "sC1", "sC2", "sCri", "n_slots"}
 # Pointer arguments a one-chunk launch without initial or final state passes as None.
-_ABSENT = {"fwd": {"hin_ptr", "last_ptr"}, "bwd": {"cin_ptr", "dinit_ptr"}}
+_ABSENT = {"fwd": {"hin_ptr", "last_ptr"}, "bwd": {"cin_ptr", "dinit_ptr", "y_ptr"}}
 _LOW_PRECISION = {"u_ptr", "delta_ptr", "z_ptr", "dout_ptr", "y_ptr", "du_ptr", "ddelta_ptr", "dz_ptr"}
 
 
@@ -48,7 +48,7 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
     fn = ts._scan1_fwd_kernel if role == "fwd" else ts._scan1_bwd_kernel
     consts = dict(
         IS_COMPLEX=is_complex, VAR_B=True, VAR_C=True, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
-        SOFTPLUS=True, HAS_HIN=role == "bwd", HAS_CIN=False, WRITE_DINIT=False, WRITE_LAST=False,
+        SOFTPLUS=True, HAS_HIN=role == "bwd", HAS_CIN=False, WRITE_DINIT=False, WRITE_Y=False, WRITE_LAST=False,
         WRITE_STATES=save_states, BLOCK_N=16, BLOCK_T=tile, TILES=4096 // tile,
         N_UNROLL=unroll or (ts._FWD_N_UNROLL if role == "fwd" else ts._BWD_N_UNROLL),
         PREFETCH=ts._PREFETCH and not is_complex,

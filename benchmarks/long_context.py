@@ -39,11 +39,11 @@ DEFAULT_GRID = [  # (preset, L, batch)
 
 def time_training_step(
     preset: str, length: int, batch: int, scan_impl: str, checkpointing: bool, steps: int, warmup: int,
-    task: str = "lm", profile: bool = False, checkpoint_dtype: str = "float32",
+    task: str = "lm", profile: bool = False, checkpoint_dtype: str = "float32", scan_states: bool = True,
 ) -> dict:
     device = torch.device("cuda")
     config = MambaConfig.from_name(preset, scan_impl=scan_impl, checkpointing=checkpointing,
-                                   checkpoint_dtype=checkpoint_dtype)
+                                   checkpoint_dtype=checkpoint_dtype, checkpoint_scan_states=scan_states)
     if task == "lm":
         model = MambaLM(config).to(device).train()
     else:  # the great-apes classifier: 5 classes, last-position pooling
@@ -85,6 +85,7 @@ def time_training_step(
         "scan_impl": scan_impl,
         "checkpointing": checkpointing,
         "checkpoint_dtype": checkpoint_dtype if checkpointing else None,
+        "checkpoint_scan_states": scan_states if checkpointing else None,
         "params": sum(p.numel() for p in model.parameters()),
         "step_s": step_s,
         "tokens_per_s": batch * length / step_s,
@@ -118,6 +119,8 @@ def main() -> None:
     )
     parser.add_argument("--checkpoint-dtype", default="float32", choices=["float32", "bfloat16"],
                         help="dtype of the block inputs kept by the checkpoints (MambaConfig.checkpoint_dtype)")
+    parser.add_argument("--no-scan-states", action="store_true",
+                        help="checkpointing recomputes the scan too (MambaConfig.checkpoint_scan_states=False)")
     parser.add_argument("--task", default="lm", choices=["lm", "classifier"], help="next-base LM or species classifier")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -135,7 +138,7 @@ def main() -> None:
         try:
             row = time_training_step(
                 preset, length, args.batch or batch, args.scan_impl, ckpt, args.steps, args.warmup, args.task,
-                args.profile, args.checkpoint_dtype,
+                args.profile, args.checkpoint_dtype, not args.no_scan_states,
             )
         except torch.OutOfMemoryError:
             row = {"preset": preset, "L": length, "batch": args.batch or batch, "error": "out of memory"}
@@ -144,7 +147,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
-    print(f"task: {args.task}, checkpointed stream: {args.checkpoint_dtype}")
+    print(f"task: {args.task}, checkpointed stream: {args.checkpoint_dtype}, "
+          f"scan states kept: {not args.no_scan_states}")
     print(f"{'preset':>6} {'L':>8} {'batch':>5} {'ckpt':>5} {'step s':>8} {'tokens/s':>11} {'peak GiB':>9}")
     for r in rows:
         if "error" in r:

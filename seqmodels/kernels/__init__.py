@@ -8,6 +8,7 @@ from .rmsnorm import rms_norm, rms_norm_ref
 from .selective_scan import (
     MAX_D_STATE,
     selective_scan,
+    selective_scan_linear,
     selective_scan_ref,
     selective_state_update,
     selective_state_update_multi,
@@ -25,6 +26,7 @@ __all__ = [
     "rms_norm",
     "rms_norm_ref",
     "selective_scan",
+    "selective_scan_linear",
     "selective_scan_ref",
     "selective_state_update",
     "selective_state_update_multi",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from seqmodels.models.config import MambaConfig
@@ -49,8 +50,14 @@ class MambaClassifier(nn.Module):
         return hidden.mean(dim=1) if self.pooling == "mean" else hidden[:, -1]
 
     def forward(self, input_ids: Tensor) -> Tensor:
-        """[B, L] int64 -> logits [B, K]"""
-        return self.head(self.pool(self.backbone(input_ids)))
+        """[B, L] int64 -> logits [B, K] in the head's dtype (float32 unless the model was cast).
+
+        Autocast does not reach the head: a mean over 2^20 positions differs between classes by
+        less than bfloat16's resolution (8 significant bits), which autocast's cast would erase.
+        """
+        pooled = self.pool(self.backbone(input_ids))
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self.head(pooled.to(self.head.weight.dtype))
 
     def load_backbone(self, source: MambaLM | dict[str, Tensor]) -> None:
         """Copy the backbone weights of a pretrained :class:`MambaLM` (or its ``state_dict()``).

@@ -114,6 +114,11 @@ class MambaConfig:
     # 2^20 bases) and rounds the stream to bfloat16 at every block boundary, in the forward too,
     # so that the recomputation sees what the forward saw.
     checkpoint_dtype: Literal["float32", "bfloat16"] = "float32"
+    # With checkpointing and the Triton scan: keep each block's scan tile states (fp32, one per
+    # 128 positions and state: 256 bytes per position per block of the 7M preset, 4 GiB at 2^20
+    # bases) from the forward to the backward, so the recomputation skips the scan and the
+    # scan's backward writes its output itself: one scan forward per step instead of two.
+    checkpoint_scan_states: bool = True
     rms_norm_eps: float = 1e-5
     residual_in_fp32: bool = True
     tie_embeddings: bool = True
@@ -143,7 +148,7 @@ class MambaConfig:
             complex=self.complex,
             scan_impl=self.scan_impl,
         )
-        for name in ("checkpointing", "residual_in_fp32", "tie_embeddings", "rescale_prenorm_residual"):
+        for name in ("checkpointing", "checkpoint_scan_states", "residual_in_fp32", "tie_embeddings", "rescale_prenorm_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MambaConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.checkpoint_dtype not in CHECKPOINT_DTYPES:

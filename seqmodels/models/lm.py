@@ -9,8 +9,8 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
+from seqmodels.models.checkpointing import checkpoint_block
 from seqmodels.models.config import MambaConfig
 from seqmodels.models.mamba import Mamba, MambaBlock, MixerState, RMSNorm
 
@@ -71,7 +71,7 @@ class MambaBackbone(nn.Module):
             if use_checkpoint:
                 if self.config.checkpoint_dtype == "bfloat16":
                     x = x.to(torch.bfloat16)  # what the checkpoint keeps; the block upcasts it
-                x = checkpoint(layer, x, use_reentrant=False)
+                x = checkpoint_block(layer, x, keep_scan_states=self.config.checkpoint_scan_states)
             else:
                 x = layer(x)
         return self.norm_f(x)

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqmodels.kernels import MambaStageWeights, causal_conv1d, rms_norm, selective_scan, selective_state_update
+from seqmodels.kernels import (
+    MambaStageWeights,
+    causal_conv1d,
+    rms_norm,
+    selective_scan,
+    selective_scan_linear,
+    selective_state_update,
+)
+from seqmodels.models.checkpointing import checkpoint_pass
 from seqmodels.models.config import ScanImpl, check_mixer_args, resolve_dt_rank
 
 
@@ -252,18 +260,19 @@ class Mamba(nn.Module):
             # over positions; x_proj emits each state's value as an adjacent (re, im) pair.
             B = rearrange(B, "b (n two) l -> b n (l two)", two=2)
             C = rearrange(C, "b (n two) l -> b n (l two)", two=2)
-        y = selective_scan(
-            u,
-            dt,
-            self.A(),
-            B.contiguous(),
-            C.contiguous(),
-            D=self.D.float(),
-            z=z,
-            delta_bias=self.dt_proj.bias.float(),
-            delta_softplus=True,
-            impl=self.scan_impl,
-        )  # [B, E, L]
+        scan_args = dict(D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                         impl=self.scan_impl)
+        pass_ = checkpoint_pass()
+        if pass_ is not None and torch.is_grad_enabled() and (
+            self.scan_impl == "triton" or (self.scan_impl == "auto" and u.device.type == "cuda")
+        ):
+            # Inside a checkpointed block (seqmodels.models.checkpointing): the scan runs forward
+            # once per step, its backward starting from the first pass's tile states.
+            w = _weight_like(self.out_proj.weight, u)
+            return selective_scan_linear(
+                u, dt, self.A(), B.contiguous(), C.contiguous(), w, checkpoint_pass=pass_, **scan_args
+            )  # [B, L, D]
+        y = selective_scan(u, dt, self.A(), B.contiguous(), C.contiguous(), **scan_args)  # [B, E, L]
         return _linear_from_channels_first(y, self.out_proj.weight)  # [B, L, D]
 
     def allocate_inference_cache(

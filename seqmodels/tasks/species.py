@@ -40,7 +40,7 @@ from seqmodels.tasks.writers import flat_predictions, run_dir
 CHECKPOINT_KIND = "species_classifier"
 # Backbone fields that change how the pretrained network runs, never its weights' shapes or
 # values; the only ones that may be set together with ``init_from``.
-RUNTIME_FIELDS: tuple[str, ...] = ("scan_impl", "checkpointing", "checkpoint_dtype")
+RUNTIME_FIELDS: tuple[str, ...] = ("scan_impl", "checkpointing", "checkpoint_dtype", "checkpoint_scan_states")
 SPLITS = ("train", "val", "test")
 
 
@@ -111,7 +111,8 @@ class SpeciesClassifier(L.LightningModule):
         init_from: path of a ``dna_lm`` checkpoint whose backbone to fine-tune.
         preset: a named backbone size ("1.4m", "7m", "40.7m") when training from scratch.
         backbone: MambaConfig fields: the whole shape when training from scratch (overriding the
-            preset), or only runtime fields (``scan_impl``, ``checkpointing``, ``checkpoint_dtype``)
+            preset), or only runtime fields (``scan_impl``, ``checkpointing``, ``checkpoint_dtype``,
+            ``checkpoint_scan_states``)
             with ``init_from``.
         class_names: species names in class order; None takes them from the datamodule.
         pooling: ``"last"`` position (causal model, as in the paper) or ``"mean"``.

@@ -25,6 +25,23 @@ def test_pooling_and_shapes(pooling):
     torch.testing.assert_close(logits, model.head(pooled))
 
 
+def test_head_is_float32_under_autocast(monkeypatch):
+    """Pooled features that differ by less than a bfloat16 ulp still give different logits under
+    bfloat16 autocast: the head is outside autocast."""
+    torch.manual_seed(0)
+    model = MambaClassifier(_config(), num_classes=5, pooling="mean").eval()
+    hidden = torch.full((2, 10, 16), 0.75)
+    hidden[1] += 1e-4  # bfloat16 resolves 0.75 to steps of 2^-8 ~ 0.004
+    monkeypatch.setattr(model.backbone, "forward", lambda ids: hidden)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.zeros(2, 10, dtype=torch.long))
+        cast = torch.nn.functional.linear(hidden.mean(1), model.head.weight, model.head.bias)
+    assert logits.dtype == torch.float32
+    assert cast.dtype == torch.bfloat16 and torch.equal(cast[0], cast[1])  # what autocast would give
+    torch.testing.assert_close(logits, model.head(hidden.mean(1)))
+    assert not torch.equal(logits[0], logits[1])
+
+
 def test_load_backbone_from_lm():
     torch.manual_seed(0)
     lm = MambaLM(_config())

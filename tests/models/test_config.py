@@ -82,6 +82,7 @@ def test_padded_vocab(vocab_size, multiple, padded):
         pytest.param("scan_impl", "cuda", id="scan_impl"),
         pytest.param("checkpointing", 1, id="checkpointing"),
         pytest.param("checkpoint_dtype", "float16", id="checkpoint_dtype"),
+        pytest.param("checkpoint_scan_states", "yes", id="checkpoint_scan_states"),
         pytest.param("rms_norm_eps", 0.0, id="rms_norm_eps"),
         pytest.param("pad_vocab_size_multiple", 0, id="pad_vocab_size_multiple"),
     ],

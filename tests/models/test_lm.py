@@ -119,14 +119,14 @@ def test_checkpointing_gives_same_gradients(complex_):
 def test_bfloat16_checkpoints_keep_a_bfloat16_stream():
     """checkpoint_dtype="bfloat16": the checkpoints hold each block's input in bfloat16, and the
     gradients are exactly those of the model whose stream is rounded to bfloat16 between blocks."""
-    import seqmodels.models.lm as lm
+    import seqmodels.models.checkpointing as ckpt_module
 
     ids = torch.randint(0, 12, (2, 10), generator=torch.Generator().manual_seed(4))
     ckpt = _tiny(checkpointing=True, checkpoint_dtype="bfloat16").train()
     plain = _tiny().train()
     plain.load_state_dict(ckpt.state_dict())
     seen = []
-    real = lm.checkpoint
+    real = ckpt_module.checkpoint
 
     def recording(fn, x, **kwargs):
         seen.append(x.dtype)
@@ -139,7 +139,7 @@ def test_bfloat16_checkpoints_keep_a_bfloat16_stream():
             for layer in model.backbone.layers:
                 layer.register_forward_pre_hook(lambda _, args: (args[0].to(torch.bfloat16),))
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(lm, "checkpoint", recording)
+            mp.setattr(ckpt_module, "checkpoint", recording)
             loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
         loss.backward()
         grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
@@ -149,22 +149,50 @@ def test_bfloat16_checkpoints_keep_a_bfloat16_stream():
 
 
 def test_checkpointing_recomputes_blocks_in_training_only(monkeypatch):
-    import seqmodels.models.lm as lm
+    import seqmodels.models.checkpointing as ckpt_module
 
     calls = []
-    real = lm.checkpoint
+    real = ckpt_module.checkpoint
 
     def counting(fn, *args, **kwargs):
         calls.append(kwargs.get("use_reentrant"))
         return real(fn, *args, **kwargs)
 
-    monkeypatch.setattr(lm, "checkpoint", counting)
+    monkeypatch.setattr(ckpt_module, "checkpoint", counting)
     model = _tiny(checkpointing=True)
     ids = torch.randint(0, 12, (1, 5))
     model.train()(ids)
     assert calls == [False, False]
     model.eval()(ids)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept-scan-states", "plain"])
+def test_checkpointing_on_the_triton_scan(keep, monkeypatch):
+    """With checkpointing on the Triton scan (interpreter here), each mixer's scan runs forward in
+    the first pass only (``selective_scan_linear``: "first", then "recompute" in the backward),
+    unless ``checkpoint_scan_states`` is off; the gradients are those without checkpointing."""
+    import seqmodels.models.mamba as mamba
+
+    passes = []
+    real = mamba.selective_scan_linear
+    monkeypatch.setattr(mamba, "selective_scan_linear",
+                        lambda *a, **k: passes.append(k["checkpoint_pass"]) or real(*a, **k))
+    ids = torch.randint(0, 8, (1, 40), generator=torch.Generator().manual_seed(5))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        config = MambaConfig(d_model=8, n_layer=2, vocab_size=8, d_state=4, scan_impl="triton",
+                             checkpointing=checkpointing, checkpoint_scan_states=keep)
+        model = MambaLM(config).train()
+        loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert passes == (["first", "first", "recompute", "recompute"] if keep else [])
+    plain, ckpt = grads
+    assert all(g.abs().max() > 0 for g in plain.values())
+    for name in plain:
+        torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_bfloat16_model_runs_with_fp32_residual():

@@ -54,6 +54,52 @@ def selective_scan(
     return _scan_ref(s, *args)
 
 
+CHECKPOINT_PASSES = ("first", "recompute")
+
+
+def selective_scan_linear(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    weight: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    impl: Impl = "auto",
+    checkpoint_pass: str = "first",
+) -> Tensor:
+    """``selective_scan(u, ...)`` ``[B, E, L]`` followed by a bias-free linear map ``weight [O, E]``
+    over its channels, returning ``[B, L, O]``: the tail of a Mamba mixer, for a block under
+    non-reentrant activation checkpointing, whose forward runs twice.
+
+    ``checkpoint_pass="first"`` (the pass that computes the loss) runs the scan and keeps its
+    tile states on the autograd node; ``"recompute"`` (checkpointing's recomputation in the
+    backward) saves the inputs again but does not run the scan, and returns zeros; the first
+    pass's backward then needs no second scan forward: the scan's backward writes y itself.
+    The result under "recompute" is not the product, so call it only where nothing reads it
+    (the mixer of a checkpointed residual block). Triton only: other implementations raise,
+    and a caller without Triton composes ``selective_scan`` and a linear layer instead.
+    """
+    check_scan_args(u, delta, A, B, C, D, z, delta_bias, None)
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or weight.shape[1] != u.shape[1]:
+        shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"weight: expected [out, {u.shape[1]}] (u's channels), got {shape}")
+    if weight.device != u.device:
+        raise ValueError(f"weight: on {weight.device}, u on {u.device}")
+    if checkpoint_pass not in CHECKPOINT_PASSES:
+        raise ValueError(f"checkpoint_pass: expected one of {CHECKPOINT_PASSES}, got {checkpoint_pass!r}")
+    dtypes = _scan_dtypes(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, weight=weight)
+    if check_impl(impl, u.device, dtypes) != "triton":
+        raise ValueError(f"impl: selective_scan_linear runs the Triton kernels only, got {impl!r} on {u.device}")
+    from .triton_scan import selective_scan_linear_triton
+
+    return selective_scan_linear_triton(u, delta, A, B, C, weight, D, z, delta_bias, delta_softplus,
+                                        checkpoint_pass == "recompute")
+
+
 @with_doc(
     "Decode step: advance ``state`` in place by one position and return y. ``impl`` as in selective_scan.",
     STEP_DOC,

@@ -404,8 +404,8 @@ def _scan1_fwd_kernel(
 def _scan1_bwd_kernel(
     # pointers: inputs
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dout_ptr, hin_ptr, cin_ptr,
-    # pointers: outputs (du, ddelta, dz in their input dtypes; the rest fp32 accumulators)
-    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
+    # pointers: outputs (du, ddelta, dz, y in their input dtypes; the rest fp32 accumulators)
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr, y_ptr,
     # dims
     dim, L, n_chunks, n_tiles, dstate, group_b, group_c, n_slots,
     # strides of B and C (planar layout; also of their fp32 gradient buffers when variable)
@@ -413,14 +413,16 @@ def _scan1_bwd_kernel(
     # meta
     IS_COMPLEX: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_HIN: tl.constexpr,
-    HAS_CIN: tl.constexpr, WRITE_DINIT: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_CIN: tl.constexpr, WRITE_DINIT: tl.constexpr, WRITE_Y: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_T: tl.constexpr, TILES: tl.constexpr, N_UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     """Backward of one channel over one chunk, walking its tiles from last to first. Per tile and
     state index: recompute h from the saved state entering the tile, run the adjoint
     g_t = q_t + conj(a_{t+1}) g_{t+1} (reverse scan; the adjoint arriving from the next tile,
     conj(a_0) g_0 of that tile, enters at the last position), form the gradients. The adjoint
-    entering the chunk's last tile from later chunks is ``cin[b, d, k]`` (or d last_state)."""
+    entering the chunk's last tile from later chunks is ``cin[b, d, k]`` (or d last_state).
+    With ``WRITE_Y`` it also writes the forward's output y (gated), which the recomputed h gives
+    for one FMA per state index and a store per position."""
     pid_k, d, pid_b, offs_n, loc_t, mask_n, chan, row = _channel_program(dim, L, dstate, BLOCK_N, BLOCK_T)
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
     bias = _scalar(bias_ptr, d, HAS_BIAS)
@@ -544,11 +546,15 @@ def _scan1_bwd_kernel(
                                             acc_dCr, acc_dCi, VAR_C, IS_COMPLEX)
 
         # ---- per-position gradients ---------------------------------------------------------
+        if HAS_D:
+            y += Dv * u  # unused (and compiled away) unless HAS_Z or WRITE_Y
         if HAS_Z:
-            if HAS_D:
-                y += Dv * u
             dz = dout * y * sig * (1.0 + z * (1.0 - sig))
             tl.store(dz_ptr + io, dz.to(dz_ptr.dtype.element_ty), mask=mask_t)
+        if WRITE_Y:
+            if HAS_Z:
+                y *= z * sig
+            tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask_t)
         du = dt * gBs
         if HAS_D:
             du += Dv * dy
@@ -881,9 +887,10 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
 
 
 def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsave, plan,
-         want_dinit):
+         want_dinit, y_out=None):
     """Backward launcher. Returns fp32 / complex gradients
-    (du, ddelta, dA, dB_buf, dC_buf, dD, dz, dbias, dinit); du, ddelta, dz in input dtypes."""
+    (du, ddelta, dA, dB_buf, dC_buf, dD, dz, dbias, dinit); du, ddelta, dz in input dtypes.
+    ``y_out`` (like u), when given, receives the forward's output y, recomputed on the way."""
     batch, dim, L = u.shape
     dstate = A.shape[1]
     is_complex = A.is_complex()
@@ -928,11 +935,11 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
     dinit = torch.empty(batch, dim, dstate, nc, **f32) if want_dinit else None
     _scan1_bwd_kernel[(K, dim, batch)](
         u, delta, delta_bias, A_r, Bt, Ct, D, z, dout, hsave, cin,
-        du, ddelta, dz, dA, dB, dC, dD, dbias, dinit,
+        du, ddelta, dz, dA, dB, dC, dD, dbias, dinit, y_out,
         dim, L, K, plan.n_tiles, dstate, dim // gb, dim // gc, n_slots, *sB, *sC,
         IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
-        HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, BLOCK_N=bn, BLOCK_T=plan.bt,
+        HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, BLOCK_N=bn, BLOCK_T=plan.bt,
         TILES=plan.tpc, N_UNROLL=_BWD_N_UNROLL, PREFETCH=_PREFETCH and not is_complex, num_warps=_BWD_WARPS,
     )
     dA = dA.sum(0)
@@ -1021,6 +1028,76 @@ class _SelectiveScanTriton(torch.autograd.Function):
         return (*(g if needs[i] else None for i, g in enumerate(grads)), None, None, None, None)
 
 
+class _SelectiveScanLinearTriton(torch.autograd.Function):
+    """The scan followed by a bias-free linear map over its channels, for one block under
+    activation checkpointing (``torch.utils.checkpoint``, non-reentrant), where the block's
+    forward runs twice: once when the loss is computed, again in the backward to rebuild what
+    the backward saves.
+
+    - ``first`` pass: the scan runs with tile states, as in training. The states are kept on the
+      autograd node itself, which checkpointing leaves alone (it only discards and later
+      recomputes ``save_for_backward``'s tensors).
+    - ``recompute`` pass: only the inputs are saved; the scan is not run and the output is zeros
+      (inside a checkpointed block nothing reads it: the residual add saves nothing).
+    - backward of the first pass's node: the scan's backward starts from the kept states and
+      writes the scan's output y on the way (it recomputes h anyway), which the weight's gradient
+      needs. The scan's forward therefore runs once per training step instead of twice.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, weight, delta_softplus, recompute):
+        u, delta, z, D, delta_bias = _contig(u), _contig(delta), _contig(z), _contig(D), _contig(delta_bias)
+        is_complex = A.is_complex()
+        A = A.contiguous()
+        Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
+        batch, dim, L = u.shape
+        plan = _Plan(batch, dim, L, True, is_complex, None, u.device)
+        ctx.save_for_backward(u, delta, A, Bp[0], Cp[0], D, z, delta_bias, weight)
+        ctx.meta = (Bp[1:], Cp[1:], _Like(B), _Like(C), delta_softplus, plan)
+        if recompute:
+            return u.new_zeros(batch, L, weight.shape[0], dtype=weight.dtype)
+        y, _, hsave = _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, None, plan, False, True)
+        ctx.kept = (hsave,)
+        return torch.bmm(y.transpose(1, 2).to(weight.dtype), weight.t().expand(batch, *weight.t().shape))
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, dout):
+        kept = getattr(ctx, "kept", None)
+        if kept is None:
+            raise RuntimeError(
+                "selective_scan_linear: backward of a 'recompute' pass, or a second backward through a "
+                "'first' pass (its tile states are freed after the first backward)"
+            )
+        ctx.kept = None
+        (hsave,) = kept
+        u, delta, A, Bt, Ct, D, z, delta_bias, weight = ctx.saved_tensors
+        b_meta, c_meta, B_like, C_like, delta_softplus, plan = ctx.meta
+        is_complex = A.is_complex()
+        batch = u.shape[0]
+        dout = dout.to(weight.dtype)
+        dy = torch.bmm(weight.t().expand(batch, *weight.t().shape), dout.transpose(1, 2))  # [B, E, L]
+        y = torch.empty_like(u)
+        du, ddelta, dA, dB, dC, dD, dz, dbias, _ = _bwd(
+            dy.to(u.dtype).contiguous(), None, u, delta, A, (Bt, *b_meta), (Ct, *c_meta), D, z, delta_bias,
+            delta_softplus, hsave, plan, False, y_out=y,
+        )
+        dw = None
+        if ctx.needs_input_grad[8]:
+            dw = torch.bmm(dout.transpose(1, 2), y.transpose(1, 2).to(weight.dtype)).sum(0)  # [O, E]
+        grads = (
+            du, ddelta, dA.to(A.dtype),
+            _grad_like(dB, B_like, is_complex), _grad_like(dC, C_like, is_complex),
+            dD.to(D.dtype) if dD is not None else None,
+            dz,
+            dbias.to(delta_bias.dtype) if dbias is not None else None,
+            dw.to(weight.dtype) if dw is not None else None,
+        )
+        needs = ctx.needs_input_grad
+        return (*(g if needs[i] else None for i, g in enumerate(grads)), None, None)
+
+
 class _Like:
     """Shape / dtype / rank of a tensor without holding its storage."""
 
@@ -1082,3 +1159,24 @@ def selective_scan_triton(
         chunk_len = max(2, triton.next_power_of_2(int(chunk_len)))
     return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
                                       delta_softplus, return_last_state, chunk_len, torch.is_grad_enabled())
+
+
+@torch.compiler.disable
+def selective_scan_linear_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    weight: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    recompute: bool = False,
+) -> Tensor:
+    """``selective_scan_triton(...)`` ``[B, E, L]`` then ``weight [O, E]`` over the channels:
+    ``[B, L, O]``, for one pass of a checkpointed block (see ``_SelectiveScanLinearTriton``):
+    ``recompute=False`` for the pass that computes the loss, ``True`` for checkpointing's
+    recomputation. Arguments are validated by the caller."""
+    return _SelectiveScanLinearTriton.apply(u, delta, A, B, C, D, z, delta_bias, weight, delta_softplus, recompute)
