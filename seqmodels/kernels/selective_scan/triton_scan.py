@@ -981,6 +981,20 @@ def _contig(x: Tensor | None) -> Tensor | None:
 # --------------------------------------------------------------------------------------------
 
 
+def _input_grads(raw, A, B_like, C_like, D, delta_bias) -> tuple:
+    """``_bwd``'s (du, ddelta, dA, dB_buf, dC_buf, dD, dz, dbias) in the shapes and dtypes of
+    the arguments u, delta, A, B, C, D, z, delta_bias."""
+    du, ddelta, dA, dB, dC, dD, dz, dbias = raw
+    is_complex = A.is_complex()
+    return (
+        du, ddelta, dA.to(A.dtype),
+        _grad_like(dB, B_like, is_complex), _grad_like(dC, C_like, is_complex),
+        dD.to(D.dtype) if dD is not None else None,
+        dz,
+        dbias.to(delta_bias.dtype) if dbias is not None else None,
+    )
+
+
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
@@ -1011,17 +1025,12 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dlast = rest[0] if rest else None
         if dy is None:  # only last_state was used
             dy = torch.zeros_like(u)
-        is_complex = A.is_complex()
-        du, ddelta, dA, dB, dC, dD, dz, dbias, dinit = _bwd(
+        *raw, dinit = _bwd(
             dy.contiguous(), dlast, u, delta, A, (Bt, *b_meta), (Ct, *c_meta), D, z, delta_bias,
             delta_softplus, hsave, plan, init_dtype is not None and ctx.needs_input_grad[8],
         )
         grads = (
-            du, ddelta, dA.to(A.dtype),
-            _grad_like(dB, B_like, is_complex), _grad_like(dC, C_like, is_complex),
-            dD.to(D.dtype) if dD is not None else None,
-            dz,
-            dbias.to(delta_bias.dtype) if dbias is not None else None,
+            *_input_grads(raw, A, B_like, C_like, D, delta_bias),
             dinit.to(init_dtype) if dinit is not None else None,
         )
         needs = ctx.needs_input_grad
@@ -1074,12 +1083,11 @@ class _SelectiveScanLinearTriton(torch.autograd.Function):
         (hsave,) = kept
         u, delta, A, Bt, Ct, D, z, delta_bias, weight = ctx.saved_tensors
         b_meta, c_meta, B_like, C_like, delta_softplus, plan = ctx.meta
-        is_complex = A.is_complex()
         batch = u.shape[0]
         dout = dout.to(weight.dtype)
         dy = torch.bmm(weight.t().expand(batch, *weight.t().shape), dout.transpose(1, 2))  # [B, E, L]
         y = torch.empty_like(u)
-        du, ddelta, dA, dB, dC, dD, dz, dbias, _ = _bwd(
+        *raw, _ = _bwd(
             dy.to(u.dtype).contiguous(), None, u, delta, A, (Bt, *b_meta), (Ct, *c_meta), D, z, delta_bias,
             delta_softplus, hsave, plan, False, y_out=y,
         )
@@ -1087,11 +1095,7 @@ class _SelectiveScanLinearTriton(torch.autograd.Function):
         if ctx.needs_input_grad[8]:
             dw = torch.bmm(dout.transpose(1, 2), y.transpose(1, 2).to(weight.dtype)).sum(0)  # [O, E]
         grads = (
-            du, ddelta, dA.to(A.dtype),
-            _grad_like(dB, B_like, is_complex), _grad_like(dC, C_like, is_complex),
-            dD.to(D.dtype) if dD is not None else None,
-            dz,
-            dbias.to(delta_bias.dtype) if dbias is not None else None,
+            *_input_grads(raw, A, B_like, C_like, D, delta_bias),
             dw.to(weight.dtype) if dw is not None else None,
         )
         needs = ctx.needs_input_grad
