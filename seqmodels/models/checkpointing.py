@@ -20,7 +20,8 @@ _local = threading.local()
 
 
 def checkpoint_pass() -> str | None:
-    """"first" or "recompute" inside :func:`checkpoint_block` with kept scan states, else None."""
+    """The pass of the checkpointed block being run: "first" or "recompute" inside
+    :func:`checkpoint_block` with kept scan states, else None."""
     return getattr(_local, "pass_", None)
 
 

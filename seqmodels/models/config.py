@@ -148,7 +148,9 @@ class MambaConfig:
             complex=self.complex,
             scan_impl=self.scan_impl,
         )
-        for name in ("checkpointing", "checkpoint_scan_states", "residual_in_fp32", "tie_embeddings", "rescale_prenorm_residual"):
+        bools = ("checkpointing", "checkpoint_scan_states", "residual_in_fp32", "tie_embeddings",
+                 "rescale_prenorm_residual")
+        for name in bools:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MambaConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.checkpoint_dtype not in CHECKPOINT_DTYPES:
