@@ -1,12 +1,18 @@
-"""How much strain signal do windows of length L carry? A k-mer composition baseline.
+"""How much strain signal do windows of length L carry? Linear probes on fixed features.
 
     python -m benchmarks.species_kmer_baseline --genome-dir data/species/full/pylori --lengths 1024 16384
+    python -m benchmarks.species_kmer_baseline --features embedding --checkpoint LM.ckpt ...   # a pretrained LM
+    python -m benchmarks.species_kmer_baseline --features embedding --random-preset 1.4m ...  # untrained control
 
 For each FASTA of ``--genome-dir`` (one class each), windows are drawn from the first 80% of the
 genome for training and from the last 10% for testing (the split of
-``benchmarks/species_context.py``); each window becomes its normalised k-mer frequency vector,
-and a softmax regression (standardised features, L2, full-batch gradient descent) is fitted.
-Test accuracy above chance says the windows carry composition signal a sequence model can use.
+``benchmarks/species_context.py``); each window becomes a feature vector, and a softmax
+regression (standardised features, L2, full-batch gradient descent) is fitted. Features: the
+window's normalised k-mer frequencies (``kmer``), or the mean over positions of the final
+hidden states of a Mamba backbone (``embedding``): a pretraining (``dna_lm``) checkpoint's, or a
+randomly initialised preset's as the control. Test accuracy above chance says the windows carry
+signal that these features expose; for embeddings, whether the backbone's representation holds
+it before any fine-tuning.
 """
 
 from __future__ import annotations
@@ -37,13 +43,52 @@ def kmer_frequencies(seq: str, k: int) -> np.ndarray:
     return counts / max(counts.sum(), 1.0)
 
 
-def windows(fasta: FastaFile, lo: float, hi: float, length: int, count: int, k: int, rng) -> np.ndarray:
+def windows(fasta: FastaFile, lo: float, hi: float, length: int, count: int, rng) -> list[str]:
     """``count`` random windows from the fraction [lo, hi) of the longest sequence."""
     chrom, size = max(fasta.chrom_lengths.items(), key=lambda kv: kv[1])
     start, end = int(lo * size), int(hi * size) - length
     if end <= start:
         raise ValueError(f"{chrom}: a {length}-base window does not fit in [{lo}, {hi}) of {size} bases")
-    return np.stack([kmer_frequencies(fasta.fetch(chrom, s, s + length), k) for s in rng.integers(start, end, count)])
+    return [fasta.fetch(chrom, s, s + length) for s in rng.integers(start, end, count)]
+
+
+def kmer_features(seqs: list[str], k: int) -> np.ndarray:
+    return np.stack([kmer_frequencies(s, k) for s in seqs])
+
+
+def embedding_features(model, seqs: list[str], batch_tokens: int = 2**18) -> np.ndarray:
+    """Mean over positions of ``model.hidden_states`` (a MambaLM) for each window, float64."""
+    import torch
+
+    from seqmodels.data.tokenizer import DNATokenizer
+
+    tok = DNATokenizer()
+    device = next(model.parameters()).device
+    batch = max(1, batch_tokens // len(seqs[0]))
+    out = []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for i in range(0, len(seqs), batch):
+            ids = torch.stack([tok.encode_tensor(s) for s in seqs[i : i + batch]]).to(device)
+            out.append(model.hidden_states(ids).float().mean(1).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def load_backbone(checkpoint: Path | None, random_preset: str | None):
+    """The MambaLM whose embeddings are probed: a ``dna_lm`` checkpoint, or a random preset."""
+    import torch
+
+    from seqmodels import load_checkpoint
+    from seqmodels.models import MambaConfig, MambaLM
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if checkpoint is not None:
+        model, _ = load_checkpoint(checkpoint, map_location="cpu")
+        if not isinstance(model, MambaLM):
+            raise SystemExit(f"{checkpoint}: not a pretraining (dna_lm) checkpoint")
+    else:
+        torch.manual_seed(0)
+        model = MambaLM(MambaConfig.from_name(random_preset))
+    return model.to(device).eval()
 
 
 def softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, steps: int = 300, lr: float = 0.05,
@@ -58,7 +103,8 @@ def softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, steps: int = 
     return w
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[tuple[int, float]]:
+    """Run the probe; returns (L, test accuracy) per length."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--genome-dir", type=Path, default=Path("data/species/full/pylori"))
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
@@ -66,26 +112,45 @@ def main() -> None:
     parser.add_argument("--train-windows", type=int, default=300, help="per class")
     parser.add_argument("--test-windows", type=int, default=100, help="per class")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--features", default="kmer", choices=["kmer", "embedding"])
+    parser.add_argument("--checkpoint", type=Path, help="embedding: a pretraining (dna_lm) checkpoint")
+    parser.add_argument("--random-preset", help="embedding: a randomly initialised preset instead (the control)")
+    args = parser.parse_args(argv)
+    if args.features == "embedding" and (args.checkpoint is None) == (args.random_preset is None):
+        raise SystemExit("--features embedding needs exactly one of --checkpoint and --random-preset")
+    model = load_backbone(args.checkpoint, args.random_preset) if args.features == "embedding" else None
     files = sorted(args.genome_dir.glob("*.fa"))
     if len(files) < 2:
         raise SystemExit(f"{args.genome_dir}: need at least two .fa files (one per class)")
     genomes = [FastaFile(f) for f in files]
-    print(f"{args.genome_dir.name}: {len(files)} classes ({', '.join(f.stem for f in files)}), k = {args.k}")
+    what = f"k = {args.k}" if model is None else f"embeddings of {args.checkpoint or 'random ' + args.random_preset}"
+    print(f"{args.genome_dir.name}: {len(files)} classes ({', '.join(f.stem for f in files)}), {what}")
     print(f"{'L':>8}  {'test accuracy':>13}  (chance {1 / len(files):.2f})")
+    rows = []
     for length in args.lengths:
         rng = np.random.default_rng(args.seed)
         xtr, ytr, xte, yte = [], [], [], []
+        def featurize(seqs: list[str]) -> np.ndarray:
+            return kmer_features(seqs, args.k) if model is None else embedding_features(model, seqs)
+
         for c, fasta in enumerate(genomes):
-            xtr.append(windows(fasta, 0.0, 0.8, length, args.train_windows, args.k, rng))
-            xte.append(windows(fasta, 0.9, 1.0, length, args.test_windows, args.k, rng))
+            xtr.append(featurize(windows(fasta, 0.0, 0.8, length, args.train_windows, rng)))
+            xte.append(featurize(windows(fasta, 0.9, 1.0, length, args.test_windows, rng)))
             ytr += [c] * args.train_windows
             yte += [c] * args.test_windows
         xtr, xte = np.concatenate(xtr), np.concatenate(xte)
-        mu, sd = xtr.mean(0), xtr.std(0) + 1e-9
+        if not (np.isfinite(xtr).all() and np.isfinite(xte).all()):
+            raise SystemExit(f"L = {length}: the features hold NaN or inf")
+        mu, sd = xtr.mean(0), xtr.std(0)
+        # Features that hardly vary (relative spread below 1e-6) carry nothing but rounding noise,
+        # which standardising would blow up: they are dropped.
+        keep = sd > 1e-6 * np.maximum(np.abs(mu), 1e-12)
+        mu, sd, xtr, xte = mu[keep], sd[keep], xtr[:, keep], xte[:, keep]
         w = softmax_regression((xtr - mu) / sd, np.array(ytr), len(files))
         acc = float(((((xte - mu) / sd) @ w).argmax(1) == np.array(yte)).mean())
         print(f"{length:>8}  {acc:>13.3f}")
+        rows.append((length, acc))
+    return rows
 
 
 if __name__ == "__main__":
