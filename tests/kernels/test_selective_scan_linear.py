@@ -2,8 +2,8 @@
 
 Against the reference scan followed by the same product, forward and every gradient (the
 first pass's backward writes y itself and starts from the kept tile states), and against the
-unfused Triton scan followed by the product; the recompute pass
-runs no scan; a second backward and bad arguments raise. CPU rows run the Triton interpreter.
+unfused Triton scan followed by the product; the recompute pass runs no scan; a second backward
+and bad arguments raise. CPU rows run the Triton interpreter.
 """
 
 from __future__ import annotations
