@@ -126,13 +126,14 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float]]:
     what = f"k = {args.k}" if model is None else f"embeddings of {args.checkpoint or 'random ' + args.random_preset}"
     print(f"{args.genome_dir.name}: {len(files)} classes ({', '.join(f.stem for f in files)}), {what}")
     print(f"{'L':>8}  {'test accuracy':>13}  (chance {1 / len(files):.2f})")
+
+    def featurize(seqs: list[str]) -> np.ndarray:
+        return kmer_features(seqs, args.k) if model is None else embedding_features(model, seqs)
+
     rows = []
     for length in args.lengths:
         rng = np.random.default_rng(args.seed)
         xtr, ytr, xte, yte = [], [], [], []
-        def featurize(seqs: list[str]) -> np.ndarray:
-            return kmer_features(seqs, args.k) if model is None else embedding_features(model, seqs)
-
         for c, fasta in enumerate(genomes):
             xtr.append(featurize(windows(fasta, 0.0, 0.8, length, args.train_windows, rng)))
             xte.append(featurize(windows(fasta, 0.9, 1.0, length, args.test_windows, rng)))

@@ -27,6 +27,7 @@ from seqmodels.kernels import (
     selective_scan_linear,
     selective_state_update,
 )
+from seqmodels.kernels.selective_scan.checks import check_impl
 from seqmodels.models.checkpointing import checkpoint_pass
 from seqmodels.models.config import ScanImpl, check_mixer_args, resolve_dt_rank
 
@@ -263,9 +264,7 @@ class Mamba(nn.Module):
         scan_args = dict(D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
                          impl=self.scan_impl)
         pass_ = checkpoint_pass()
-        if pass_ is not None and torch.is_grad_enabled() and (
-            self.scan_impl == "triton" or (self.scan_impl == "auto" and u.device.type == "cuda")
-        ):
+        if pass_ is not None and torch.is_grad_enabled() and check_impl(self.scan_impl, u.device, {}) == "triton":
             # Inside a checkpointed block (seqmodels.models.checkpointing): the scan runs forward
             # once per step, its backward starting from the first pass's tile states.
             w = _weight_like(self.out_proj.weight, u)
