@@ -38,7 +38,7 @@ _LOW_PRECISION = {"u_ptr", "delta_ptr", "z_ptr", "dout_ptr", "y_ptr", "du_ptr", 
 
 
 def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: int | None,
-                   save_states: bool, num_warps: int):
+                   save_states: bool, num_warps: int, split: int = 1):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -51,7 +51,7 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
         SOFTPLUS=True, HAS_HIN=role == "bwd", HAS_CIN=False, WRITE_DINIT=False, WRITE_Y=False, WRITE_LAST=False,
         WRITE_STATES=save_states, BLOCK_N=16, BLOCK_T=tile, TILES=4096 // tile,
         N_UNROLL=unroll or (ts._FWD_N_UNROLL if role == "fwd" else ts._BWD_N_UNROLL),
-        PREFETCH=ts._PREFETCH and not is_complex,
+        PREFETCH=ts._PREFETCH and not is_complex, SPLIT=split,
     )
     names = fn.arg_names
     consts = {k: v for k, v in consts.items() if k in names}
@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--unroll", type=int, help="state indices per loop iteration (default: the launcher's)")
     p.add_argument("--no-states", action="store_true", help="forward alone: no tile states saved")
     p.add_argument("--num-warps", type=int, default=1)
+    p.add_argument("--split", type=int, default=1, choices=[1, 2],
+                   help="forward: backward tiles per forward tile (2: also save the middle state)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("benchmarks.kernel_ptx compiles for the GPU: unset TRITON_INTERPRET first")
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for role in args.kernels:
         k = compile_kernel(role, args.tile, args.complex, args.dtype, args.unroll, not args.no_states,
-                           args.num_warps)
+                           args.num_warps, args.split if role == "fwd" else 1)
         ptx, ttgir = k.asm["ptx"], k.asm["ttgir"]
         regs, spill = ptxas_counts(ptx)
         ops = state_loop_ops(ptx)

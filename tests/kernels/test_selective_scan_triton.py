@@ -253,6 +253,30 @@ def test_triton_scan_multi_tile_chunks(case: Case, nan_empty, device: torch.devi
     check_case(case, device)
 
 
+@pytest.mark.parametrize("L", [70, 64])
+def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(L: int, monkeypatch, nan_empty,
+                                                                   device: torch.device) -> None:
+    """A real training forward over one chunk runs on tiles of two backward tiles and saves the
+    state at each tile's middle: y and every saved state equal those of single tiles (an odd tile
+    count leaves the last forward tile without a middle state to save)."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    case = Case(batch=2, dim=3, dstate=4, L=L, chunk=None, b="var", c="group", groups=3, has_init=True)
+    x = _make_inputs(case, device)
+    Bp, Cp = triton_scan._prep_bc(x["B"], False), triton_scan._prep_bc(x["C"], False)
+    plan = triton_scan._Plan(2, 3, L, True, False, None, torch.device(device))
+    assert plan.n_chunks == 1 and plan.n_tiles == -(-L // plan.bt) > 2
+    out = {}
+    for split in (False, True):
+        monkeypatch.setattr(triton_scan, "_FWD_SPLIT", split)
+        y, _, hsave = triton_scan._fwd(x["u"], x["delta"], x["A"], Bp, Cp, x["D"], x["z"], x["delta_bias"],
+                                       True, x["initial_state"], plan, False, True)
+        assert torch.isfinite(hsave).all()
+        out[split] = (y, hsave)
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-6)
+
+
 def test_triton_scan_launch_heuristics() -> None:
     """Host-side choice of the chunk length for an H100-sized grid (132 SMs, 1056 programs)."""
     from seqmodels.kernels.selective_scan.triton_scan import _tiles_per_chunk
@@ -300,6 +324,11 @@ _GPU_CASES = [
     pytest.param(Case(2, 128, 16, 2000, 64, dtype="fp16", b="var", c="const", has_z=False),
                  id="real-fp16-var-const-2000-T64"),
     pytest.param(Case(1, 32, 16, 65536, None, dtype="bf16", b="var", c="var"), id="real-bf16-64k-many-chunks"),
+    # One chunk per row (batch x dim fills the GPU): the training forward runs on double tiles;
+    # 9 backward tiles leave the last forward tile without a middle state.
+    pytest.param(Case(8, 160, 16, 1100, None, dtype="bf16", b="var", c="var"), id="real-bf16-one-chunk-9tiles"),
+    pytest.param(Case(8, 160, 16, 1024, None, dtype="fp32", b="group", c="var", groups=4, has_init=True),
+                 id="real-fp32-one-chunk-8tiles"),
 ]
 
 

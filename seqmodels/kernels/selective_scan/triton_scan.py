@@ -325,10 +325,13 @@ def _scan1_fwd_kernel(
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_HIN: tl.constexpr,
     WRITE_LAST: tl.constexpr, WRITE_STATES: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_T: tl.constexpr, TILES: tl.constexpr, N_UNROLL: tl.constexpr, PREFETCH: tl.constexpr,
+    SPLIT: tl.constexpr,
 ):
     """Forward scan of one channel over one chunk of ``TILES`` tiles, from the state carried into
-    the chunk (``hin[b, d, k]``, or zero): writes y, optionally the state entering every tile
-    (``hsave [B, D, n_tiles, N]``, for the backward) and the final state."""
+    the chunk (``hin[b, d, k]``, or zero): writes y, optionally the state entering every
+    backward tile (``hsave [B, D, n_tiles, N]``) and the final state. A backward tile is
+    ``BLOCK_T // SPLIT`` positions: with ``SPLIT = 2`` (real scans) a forward tile also saves the
+    state at its middle, so the forward runs on tiles twice the backward's."""
     pid_k, d, pid_b, offs_n, loc_t, mask_n, chan, row = _channel_program(dim, L, dstate, BLOCK_N, BLOCK_T)
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
     bias = _scalar(bias_ptr, d, HAS_BIAS)
@@ -345,11 +348,12 @@ def _scan1_fwd_kernel(
         mask_t = offs_t < L
         io = row + offs_t
         if WRITE_STATES:
-            t_off = (chan * n_tiles + tile) * (dstate * NC) + offs_n * NC
-            t_mask = mask_n & (tile < n_tiles)
+            t_off = (chan * n_tiles + tile * SPLIT) * (dstate * NC) + offs_n * NC
+            t_mask = mask_n & (tile * SPLIT < n_tiles)
             tl.store(hsave_ptr + t_off, hr_vec, mask=t_mask)
             if IS_COMPLEX:
                 tl.store(hsave_ptr + t_off + 1, hi_vec, mask=t_mask)
+        hm_vec = tl.zeros([BLOCK_N], dtype=tl.float32)  # SPLIT = 2: the state at the middle
         u = tl.load(u_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
         dt, _ = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
@@ -385,6 +389,11 @@ def _scan1_fwd_kernel(
                     hr, _ = _scan1(ar, ar, xr, xr, False, False)
                     y += Cr * hr
                     hr_vec = tl.where(offs_n == n, _at(hr, loc_t, BLOCK_T - 1), hr_vec)
+                    if WRITE_STATES and SPLIT == 2:
+                        hm_vec = tl.where(offs_n == n, _at(hr, loc_t, BLOCK_T // 2 - 1), hm_vec)
+        if WRITE_STATES and SPLIT == 2:
+            m_off = (chan * n_tiles + tile * 2 + 1) * dstate + offs_n
+            tl.store(hsave_ptr + m_off, hm_vec, mask=mask_n & (tile * 2 + 1 < n_tiles))
         if HAS_D:
             y += Dv * u
         if HAS_Z:
@@ -745,6 +754,9 @@ _BWD_N_UNROLL = 1
 # 24.6-24.8 -> 12.1-12.5 / 23.1-23.4). Complex scans do not: the held rows cost registers (160 ->
 # 208 in the backward) and the complex bf16 backward went 10.9-11.1 -> 11.4-11.7 ms.
 _PREFETCH = True
+# A real training forward with one chunk per row runs on tiles of 2 x 128 positions, saving the
+# state at each tile's middle too, so the backward keeps its 128-position tiles.
+_FWD_SPLIT = True
 # Sequence parallelism: one chunk per row while batch x dim gives at least _ONE_CHUNK_PER_SM
 # programs per SM, else chunks enough for _MIN_PER_SM (the chunk pass costs about as much as a
 # scan, so splitting only pays when the grid would otherwise leave SMs idle).
@@ -873,13 +885,16 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
 
     y = torch.empty(batch, dim, L, device=dev, dtype=u.dtype)
     last = torch.empty(batch, dim, dstate, nc, device=dev, dtype=torch.float32) if want_last else None
+    # A real forward over one chunk per row saving states runs on tiles of two backward tiles.
+    split = 2 if _FWD_SPLIT and write_states and not is_complex and plan.n_chunks == 1 else 1
     _scan1_fwd_kernel[(plan.n_chunks, dim, batch)](
         u, delta, delta_bias, A_r, Bt, Ct, D, z, hin, y, last, hsave,
         dim, L, plan.n_chunks, plan.n_tiles, dstate, dim // gb, dim // gc, *sB, *sC,
         IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hin is not None,
-        WRITE_LAST=want_last, WRITE_STATES=write_states, BLOCK_N=bn, BLOCK_T=plan.bt,
-        TILES=plan.tpc, N_UNROLL=_FWD_N_UNROLL, PREFETCH=_PREFETCH and not is_complex, num_warps=_FWD_WARPS,
+        WRITE_LAST=want_last, WRITE_STATES=write_states, BLOCK_N=bn, BLOCK_T=plan.bt * split,
+        TILES=triton.cdiv(plan.tpc, split), N_UNROLL=_FWD_N_UNROLL, PREFETCH=_PREFETCH and not is_complex,
+        SPLIT=split, num_warps=_FWD_WARPS,
     )
     if last is not None:
         last = torch.view_as_complex(last) if is_complex else last.squeeze(-1)
