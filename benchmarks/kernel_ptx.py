@@ -52,6 +52,7 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
         WRITE_STATES=save_states, BLOCK_N=16, BLOCK_T=tile, TILES=4096 // tile,
         N_UNROLL=unroll or (ts._FWD_N_UNROLL if role == "fwd" else ts._BWD_N_UNROLL),
         PREFETCH=ts._PREFETCH and not is_complex, SPLIT=split,
+        FAST_TRIG=ts._FAST_TRIG and dtype != "fp32",
     )
     names = fn.arg_names
     consts = {k: v for k, v in consts.items() if k in names}

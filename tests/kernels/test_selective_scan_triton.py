@@ -277,6 +277,20 @@ def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(L: int, monk
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-6)
 
 
+def test_triton_scan_fast_trig_only_for_16_bit_inputs(monkeypatch) -> None:
+    """Compiled complex scans take the hardware cos / sin approximations for bf16 / fp16 inputs
+    only; fp32 inputs and the interpreter keep the accurate functions (the GPU rows above check
+    both kinds against float64)."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_interpreting", lambda: False)
+    assert triton_scan._fast_trig(torch.zeros(1, dtype=torch.bfloat16))
+    assert triton_scan._fast_trig(torch.zeros(1, dtype=torch.float16))
+    assert not triton_scan._fast_trig(torch.zeros(1, dtype=torch.float32))
+    monkeypatch.setattr(triton_scan, "_interpreting", lambda: True)
+    assert not triton_scan._fast_trig(torch.zeros(1, dtype=torch.bfloat16))
+
+
 def test_triton_scan_launch_heuristics() -> None:
     """Host-side choice of the chunk length for an H100-sized grid (132 SMs, 1056 programs)."""
     from seqmodels.kernels.selective_scan.triton_scan import _tiles_per_chunk
