@@ -6,8 +6,11 @@
 
 For each FASTA of ``--genome-dir`` (one class each), windows are drawn from the first 80% of the
 genome for training and from the last 10% for testing (the split of
-``benchmarks/species_context.py``); each window becomes a feature vector, and a softmax
-regression (standardised features, L2, full-batch gradient descent) is fitted. Features: the
+``benchmarks/species_context.py``; ``--blocks B`` splits each of B equal blocks so instead); each
+window becomes a feature vector, and a softmax regression (standardised features, L2, full-batch
+gradient descent) is fitted. ``--classifier markov`` fits one order-(k-1) Markov chain per class
+to its training windows instead and labels a test window with the chain of highest likelihood:
+the generative view, in which evidence adds up along the window. Features: the
 window's normalised k-mer frequencies (``kmer``), or the mean over positions of the final
 hidden states of a Mamba backbone (``embedding``): a pretraining (``dna_lm``) checkpoint's, or a
 randomly initialised preset's as the control. Test accuracy above chance says the windows carry
@@ -31,6 +34,27 @@ for _i, _b in enumerate(b"ACGT"):
 
 def kmer_frequencies(seq: str, k: int) -> np.ndarray:
     """Normalised counts of the 4^k k-mers of ``seq`` (k-mers with a non-ACGT base skipped)."""
+    counts = np.bincount(kmer_indices(seq, k), minlength=4**k).astype(np.float64)
+    return counts / max(counts.sum(), 1.0)
+
+
+def windows(fasta: FastaFile, lo: float, hi: float, length: int, count: int, rng, blocks: int = 1) -> list[str]:
+    """``count`` random windows from the fraction [lo, hi) of the longest sequence, or, with
+    ``blocks`` > 1, of each of that many equal blocks of it (a block drawn uniformly per window),
+    so that training and test regions alternate along the genome."""
+    chrom, size = max(fasta.chrom_lengths.items(), key=lambda kv: kv[1])
+    span = size // blocks
+    start, end = int(lo * span), int(hi * span) - length
+    if end <= start:
+        raise ValueError(f"{chrom}: a {length}-base window does not fit in [{lo}, {hi}) of "
+                         f"{span} bases ({blocks} block(s) of {size})")
+    # One block draws no block indices, so its windows are those of a plain [lo, hi) split.
+    offsets = rng.integers(0, blocks, count) * span if blocks > 1 else np.zeros(count, dtype=np.int64)
+    return [fasta.fetch(chrom, o + s, o + s + length) for o, s in zip(offsets, rng.integers(start, end, count))]
+
+
+def kmer_indices(seq: str, k: int) -> np.ndarray:
+    """Index (base 4) of every k-mer of ``seq`` without a non-ACGT base."""
     codes = _CODE[np.frombuffer(seq.encode(), dtype=np.uint8)]
     n = len(codes) - k + 1
     idx = np.zeros(n, dtype=np.int64)
@@ -39,17 +63,17 @@ def kmer_frequencies(seq: str, k: int) -> np.ndarray:
         window = codes[j : j + n]
         valid &= window < 4
         idx = idx * 4 + np.minimum(window, 3)
-    counts = np.bincount(idx[valid], minlength=4**k).astype(np.float64)
-    return counts / max(counts.sum(), 1.0)
+    return idx[valid]
 
 
-def windows(fasta: FastaFile, lo: float, hi: float, length: int, count: int, rng) -> list[str]:
-    """``count`` random windows from the fraction [lo, hi) of the longest sequence."""
-    chrom, size = max(fasta.chrom_lengths.items(), key=lambda kv: kv[1])
-    start, end = int(lo * size), int(hi * size) - length
-    if end <= start:
-        raise ValueError(f"{chrom}: a {length}-base window does not fit in [{lo}, {hi}) of {size} bases")
-    return [fasta.fetch(chrom, s, s + length) for s in rng.integers(start, end, count)]
+def markov_log_probs(seqs: list[str], k: int) -> np.ndarray:
+    """log P(base | the k - 1 before it) of an order-(k - 1) Markov chain fitted to ``seqs``
+    (add-1/2 smoothing), indexed by k-mer."""
+    counts = np.zeros(4**k)
+    for s in seqs:
+        counts += np.bincount(kmer_indices(s, k), minlength=4**k)
+    c = counts.reshape(-1, 4) + 0.5
+    return np.log(c / c.sum(1, keepdims=True)).ravel()
 
 
 def kmer_features(seqs: list[str], k: int) -> np.ndarray:
@@ -115,7 +139,18 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float]]:
     parser.add_argument("--features", default="kmer", choices=["kmer", "embedding"])
     parser.add_argument("--checkpoint", type=Path, help="embedding: a pretraining (dna_lm) checkpoint")
     parser.add_argument("--random-preset", help="embedding: a randomly initialised preset instead (the control)")
+    parser.add_argument("--blocks", type=int, default=1,
+                        help="cut each genome into this many blocks and split every block 80 / 10 / 10 "
+                             "(default 1: one training and one test region per genome)")
+    parser.add_argument("--classifier", default="softmax", choices=["softmax", "markov"],
+                        help="softmax regression on the features, or (k-mers only) a generative "
+                             "classifier: one order-(k-1) Markov chain per class, fitted to its "
+                             "training windows, picks the class of highest likelihood")
     args = parser.parse_args(argv)
+    if args.blocks < 1:
+        raise SystemExit(f"--blocks must be at least 1, got {args.blocks}")
+    if args.classifier == "markov" and args.features != "kmer":
+        raise SystemExit("--classifier markov works on k-mers: leave --features at kmer")
     if args.features == "embedding" and (args.checkpoint is None) == (args.random_preset is None):
         raise SystemExit("--features embedding needs exactly one of --checkpoint and --random-preset")
     model = load_backbone(args.checkpoint, args.random_preset) if args.features == "embedding" else None
@@ -124,6 +159,10 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float]]:
         raise SystemExit(f"{args.genome_dir}: need at least two .fa files (one per class)")
     genomes = [FastaFile(f) for f in files]
     what = f"k = {args.k}" if model is None else f"embeddings of {args.checkpoint or 'random ' + args.random_preset}"
+    if args.classifier == "markov":
+        what = f"order-{args.k - 1} Markov chain per class"
+    if args.blocks > 1:
+        what += f", {args.blocks} blocks per genome"
     print(f"{args.genome_dir.name}: {len(files)} classes ({', '.join(f.stem for f in files)}), {what}")
     print(f"{'L':>8}  {'test accuracy':>13}  (chance {1 / len(files):.2f})")
 
@@ -133,10 +172,23 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float]]:
     rows = []
     for length in args.lengths:
         rng = np.random.default_rng(args.seed)
+        if args.classifier == "markov":
+            chains, correct = [], 0
+            for fasta in genomes:
+                chains.append(markov_log_probs(windows(fasta, 0.0, 0.8, length, args.train_windows, rng,
+                                                       args.blocks), args.k))
+            chains = np.stack(chains)
+            for c, fasta in enumerate(genomes):
+                for seq in windows(fasta, 0.9, 1.0, length, args.test_windows, rng, args.blocks):
+                    correct += int(chains[:, kmer_indices(seq, args.k)].sum(1).argmax() == c)
+            acc = correct / (len(genomes) * args.test_windows)
+            print(f"{length:>8}  {acc:>13.3f}")
+            rows.append((length, acc))
+            continue
         xtr, ytr, xte, yte = [], [], [], []
         for c, fasta in enumerate(genomes):
-            xtr.append(featurize(windows(fasta, 0.0, 0.8, length, args.train_windows, rng)))
-            xte.append(featurize(windows(fasta, 0.9, 1.0, length, args.test_windows, rng)))
+            xtr.append(featurize(windows(fasta, 0.0, 0.8, length, args.train_windows, rng, args.blocks)))
+            xte.append(featurize(windows(fasta, 0.9, 1.0, length, args.test_windows, rng, args.blocks)))
             ytr += [c] * args.train_windows
             yte += [c] * args.test_windows
         xtr, xte = np.concatenate(xtr), np.concatenate(xte)

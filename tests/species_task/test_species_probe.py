@@ -52,3 +52,41 @@ def test_probe_needs_one_backbone_for_embeddings(genome_dir, pretrained):
     with pytest.raises(SystemExit, match="exactly one"):
         probe.main(["--genome-dir", str(genome_dir), "--features", "embedding", "--checkpoint", str(path),
                     "--random-preset", "1.4m"])
+
+
+def test_block_split_alternates_training_and_test_regions(genome_dir):
+    """With B blocks every window lies inside one block's [lo, hi) fraction, windows come from
+    several blocks, and one block gives the windows of the plain split."""
+    from seqmodels.data.fasta import FastaFile
+
+    fasta = FastaFile(genome_dir / f"{STRAINS[0]}.fa")
+    chrom, size = max(fasta.chrom_lengths.items(), key=lambda kv: kv[1])
+    span = size // 4
+    seqs = probe.windows(fasta, 0.9, 1.0, 100, 40, np.random.default_rng(0), blocks=4)
+    full = fasta.fetch(chrom, 0, size)
+    starts = set()
+    for s in seqs:
+        hits = [i for i in range(size - 99) if full[i : i + 100] == s]
+        assert hits and any(0.9 * span <= h % span and h % span + 100 <= span for h in hits)
+        starts.add(hits[0] // span)
+    assert len(starts) > 1
+    one = probe.windows(fasta, 0.0, 0.8, 50, 5, np.random.default_rng(1))
+    plain = [fasta.fetch(chrom, s, s + 50) for s in np.random.default_rng(1).integers(0, int(0.8 * size) - 50, 5)]
+    assert one == plain
+
+
+def test_markov_classifier_labels_windows_by_likelihood(genome_dir, capsys):
+    """The generative classifier: each class's chain scores its own composition highest."""
+    a, c = "ACGTTGCA" * 50, "GGGCCCAT" * 50
+    chains = np.stack([probe.markov_log_probs([a], 3), probe.markov_log_probs([c], 3)])
+    for label, seq in ((0, a[5:205]), (1, c[3:203])):
+        assert chains[:, probe.kmer_indices(seq, 3)].sum(1).argmax() == label
+    rows = probe.main(["--genome-dir", str(genome_dir), "--lengths", "256", "--train-windows", "8",
+                       "--test-windows", "4", "--classifier", "markov", "--k", "4", "--blocks", "2"])
+    assert len(rows) == 1 and 0.0 <= rows[0][1] <= 1.0
+    assert "order-3 Markov chain per class, 2 blocks per genome" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="k-mers"):
+        probe.main(["--genome-dir", str(genome_dir), "--classifier", "markov", "--features", "embedding",
+                    "--random-preset", "1.4m"])
+    with pytest.raises(SystemExit, match="blocks"):
+        probe.main(["--genome-dir", str(genome_dir), "--blocks", "0"])
