@@ -6,7 +6,7 @@
 
 For each FASTA of ``--genome-dir`` (one class each), windows are drawn from the first 80% of the
 genome for training and from the last 10% for testing (the split of
-``benchmarks/species_context.py``; ``--blocks B`` splits each of B equal blocks so instead); each
+``benchmarks/species_context.py``; with ``--blocks B``, the same split inside each of B equal blocks); each
 window becomes a feature vector, and a softmax regression (standardised features, L2, full-batch
 gradient descent) is fitted. ``--classifier markov`` fits one order-(k-1) Markov chain per class
 to its training windows instead and labels a test window with the chain of highest likelihood:
