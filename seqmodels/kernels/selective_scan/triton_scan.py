@@ -377,8 +377,8 @@ def _scan1_fwd_kernel(
     """Forward scan of one channel over one chunk of ``TILES`` tiles, from the state carried into
     the chunk (``hin[b, d, k]``, or zero): writes y, optionally the state entering every
     backward tile (``hsave [B, D, n_tiles, N]``) and the final state. A backward tile is
-    ``BLOCK_T // SPLIT`` positions: with ``SPLIT = 2`` (real scans) a forward tile also saves the
-    state at its middle, so the forward runs on tiles twice the backward's."""
+    ``BLOCK_T // SPLIT`` positions: with ``SPLIT = 2`` a forward tile also saves the state at its
+    middle, so the forward runs on tiles twice the backward's."""
     pid_k, d, pid_b, offs_n, loc_t, mask_n, chan, row = _channel_program(dim, L, dstate, BLOCK_N, BLOCK_T)
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
     bias = _scalar(bias_ptr, d, HAS_BIAS)
@@ -401,6 +401,7 @@ def _scan1_fwd_kernel(
             if IS_COMPLEX:
                 tl.store(hsave_ptr + t_off + 1, hi_vec, mask=t_mask)
         hm_vec = tl.zeros([BLOCK_N], dtype=tl.float32)  # SPLIT = 2: the state at the middle
+        hmi_vec = hm_vec
         u = tl.load(u_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
         dt, _ = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
@@ -431,6 +432,9 @@ def _scan1_fwd_kernel(
                     # Positions past L keep the state (dt = 0): the last one leaves the tile.
                     hr_vec = tl.where(offs_n == n, _at(hr, loc_t, BLOCK_T - 1), hr_vec)
                     hi_vec = tl.where(offs_n == n, _at(hi, loc_t, BLOCK_T - 1), hi_vec)
+                    if WRITE_STATES and SPLIT == 2:
+                        hm_vec = tl.where(offs_n == n, _at(hr, loc_t, BLOCK_T // 2 - 1), hm_vec)
+                        hmi_vec = tl.where(offs_n == n, _at(hi, loc_t, BLOCK_T // 2 - 1), hmi_vec)
                 else:
                     ar = _decay(dt, Ar, True)
                     xr = dtu * Br + tl.where(first, ar * h0r, 0.0)
@@ -440,8 +444,11 @@ def _scan1_fwd_kernel(
                     if WRITE_STATES and SPLIT == 2:
                         hm_vec = tl.where(offs_n == n, _at(hr, loc_t, BLOCK_T // 2 - 1), hm_vec)
         if WRITE_STATES and SPLIT == 2:
-            m_off = (chan * n_tiles + tile * 2 + 1) * dstate + offs_n
-            tl.store(hsave_ptr + m_off, hm_vec, mask=mask_n & (tile * 2 + 1 < n_tiles))
+            m_off = (chan * n_tiles + tile * 2 + 1) * (dstate * NC) + offs_n * NC
+            m_mask = mask_n & (tile * 2 + 1 < n_tiles)
+            tl.store(hsave_ptr + m_off, hm_vec, mask=m_mask)
+            if IS_COMPLEX:
+                tl.store(hsave_ptr + m_off + 1, hmi_vec, mask=m_mask)
         if HAS_D:
             y += Dv * u
         if HAS_Z:
@@ -792,7 +799,7 @@ _N_SLOTS = 32
 # interpreter (CPU tests) tiles are 16 positions, so a test's chunks hold several.
 _FWD_WARPS = 1
 _BWD_WARPS = 1
-_SCAN_TILE = {False: 256, True: 128}  # by "a backward follows" (256: real, one chunk per row)
+_SCAN_TILE = {False: 256, True: 128}  # by "a backward follows" (256: one chunk per row, see _wide_tiles)
 _SCAN_TILE_INTERPRETER = 16
 # State indices per iteration of the loop over N: two in the forward (independent scans
 # interleave: 1.77 -> 1.59 ms at the shape above), one in the backward (two cost registers).
@@ -825,10 +832,19 @@ _CARRY_BLOCK_D = 4
 _interpreting = interpreting
 
 
-def _scan_tile(training: bool, is_complex: bool, one_chunk: bool) -> int:
+def _scan_tile(training: bool, is_complex: bool, one_chunk: bool, low_precision: bool = False) -> int:
     if _interpreting():
         return _SCAN_TILE_INTERPRETER
-    return _SCAN_TILE[True] if training or is_complex or not one_chunk else _SCAN_TILE[False]
+    wide = one_chunk and not training and _wide_tiles(is_complex, low_precision)
+    return _SCAN_TILE[False] if wide else _SCAN_TILE[True]
+
+
+def _wide_tiles(is_complex: bool, low_precision: bool) -> bool:
+    """Whether a forward over one chunk per row may run on 256-position tiles: real scans, and
+    complex scans with 16-bit inputs, whose cos / sin are the hardware approximations (with
+    libdevice's, a complex tile of 256 positions costs registers and was slower: 4.87 against
+    4.11 ms at (8, 1536, 16, 4096); with the approximations, 2.29-2.30 against 2.66-2.67 ms)."""
+    return not is_complex or (low_precision and _FAST_TRIG)
 
 
 def _sm_count(dev: torch.device) -> int:
@@ -884,10 +900,10 @@ class _Plan:
     tile, ``tpc`` tiles per chunk, ``n_tiles`` and ``n_chunks``."""
 
     def __init__(self, batch: int, dim: int, L: int, training: bool, is_complex: bool,
-                 chunk_len: int | None, dev: torch.device):
+                 chunk_len: int | None, dev: torch.device, low_precision: bool = False):
         sms = _sm_count(dev)
         one_chunk = chunk_len is None and batch * dim >= _ONE_CHUNK_PER_SM * sms
-        self.bt = _scan_tile(training, is_complex, one_chunk)
+        self.bt = _scan_tile(training, is_complex, one_chunk, low_precision)
         if chunk_len is not None:
             self.bt = min(self.bt, chunk_len)
         self.n_tiles = triton.cdiv(L, self.bt)
@@ -942,8 +958,9 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
 
     y = torch.empty(batch, dim, L, device=dev, dtype=u.dtype)
     last = torch.empty(batch, dim, dstate, nc, device=dev, dtype=torch.float32) if want_last else None
-    # A real forward over one chunk per row saving states runs on tiles of two backward tiles.
-    split = 2 if _FWD_SPLIT and write_states and not is_complex and plan.n_chunks == 1 else 1
+    # A forward over one chunk per row saving states runs on tiles of two backward tiles.
+    wide = _wide_tiles(is_complex, u.element_size() == 2)
+    split = 2 if _FWD_SPLIT and write_states and wide and plan.n_chunks == 1 else 1
     _scan1_fwd_kernel[(plan.n_chunks, dim, batch)](
         u, delta, delta_bias, A_r, Bt, Ct, D, z, hin, y, last, hsave,
         dim, L, plan.n_chunks, plan.n_tiles, dstate, dim // gb, dim // gc, *sB, *sC,
@@ -1080,7 +1097,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         # Tile states are saved only when a gradient can be asked for: grad mode on at the call
         # (``grad_enabled``; inside forward it is always off) and an input that requires grad.
         want_states = grad_enabled and any(ctx.needs_input_grad)
-        plan = _Plan(u.shape[0], u.shape[1], u.shape[2], want_states, is_complex, chunk_len, u.device)
+        plan = _Plan(u.shape[0], u.shape[1], u.shape[2], want_states, is_complex, chunk_len, u.device,
+                     u.element_size() == 2)
         y, last, hsave = _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state,
                               plan, return_last_state, want_states)
         ctx.save_for_backward(u, delta, A, Bp[0], Cp[0], D, z, delta_bias, hsave)
@@ -1134,7 +1152,7 @@ class _SelectiveScanLinearTriton(torch.autograd.Function):
         A = A.contiguous()
         Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
         batch, dim, L = u.shape
-        plan = _Plan(batch, dim, L, True, is_complex, None, u.device)
+        plan = _Plan(batch, dim, L, True, is_complex, None, u.device, u.element_size() == 2)
         ctx.save_for_backward(u, delta, A, Bp[0], Cp[0], D, z, delta_bias, weight)
         ctx.meta = (Bp[1:], Cp[1:], _Like(B), _Like(C), delta_softplus, plan)
         if recompute:
