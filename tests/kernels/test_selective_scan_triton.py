@@ -357,3 +357,27 @@ _GPU_CASES = [
 @pytest.mark.parametrize("case", _GPU_CASES)
 def test_triton_scan_matches_reference_gpu(case: Case, device: torch.device) -> None:
     check_case(case, device)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [
+    pytest.param(Case(8, 160, 16, 1100, None, dtype="bf16", b="var", c="var"), id="real-bf16"),
+    pytest.param(Case(8, 160, 16, 1100, None, complex=True, dtype="bf16", b="var", c="group", groups=4),
+                 id="cplx-bf16"),
+])
+def test_triton_scan_inference_forward_matches_reference_gpu(case: Case, device: torch.device) -> None:
+    """The forward alone (no gradient can follow) over one chunk per row: 256-position tiles, for
+    real scans and for complex ones with 16-bit inputs (the rows above run the training tiles)."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    plan = triton_scan._Plan(case.batch, case.dim, case.L, False, case.complex, None, device, True)
+    assert plan.bt == 256 and plan.n_chunks == 1
+    args = [_make_inputs(case, device)[k] for k in _ORDER]
+    args64 = [_to64(a) for a in args]
+    with torch.no_grad():
+        y, last = selective_scan_triton(*args[:8], case.softplus, True, args[8])
+        y_ref, last_ref = _ref(*args[:8], case.softplus, True, args[8])
+        y64, last64 = _ref(*args64[:8], case.softplus, True, args64[8])
+    assert_close("y", y, y_ref, y64, bf16_ulp=True)
+    assert_close("last_state", last, last_ref, last64, bf16_ulp=True)
+
