@@ -43,6 +43,8 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    import torch
+
     from seqmodels.kernels.selective_scan import triton_scan as ts
 
     fn = ts._scan1_fwd_kernel if role == "fwd" else ts._scan1_bwd_kernel
@@ -52,7 +54,8 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
         WRITE_STATES=save_states, BLOCK_N=16, BLOCK_T=tile, TILES=4096 // tile,
         N_UNROLL=unroll or (ts._FWD_N_UNROLL if role == "fwd" else ts._BWD_N_UNROLL),
         PREFETCH=ts._PREFETCH and not is_complex, SPLIT=split,
-        FAST_TRIG=ts._FAST_TRIG and dtype != "fp32",
+        # The launcher's rule (16-bit inputs), applied to an empty tensor of the chosen dtype.
+        FAST_TRIG=ts._fast_trig(torch.empty(0, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)),
     )
     names = fn.arg_names
     consts = {k: v for k, v in consts.items() if k in names}
