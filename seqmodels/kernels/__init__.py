@@ -1,8 +1,9 @@
 """Sequence-mixing kernels: the selective scan (fused Triton, chunked PyTorch, reference), its
-decode step, the decode step of a whole stage of Mamba blocks, RMSNorm, and the causal depthwise
-conv1d of the mixer. Nothing here imports lightning."""
+decode step, the decode step of a whole stage of Mamba blocks, RMSNorm, the causal depthwise
+conv1d of the mixer, and the mixer's inner part as one node (``mamba_inner``). Nothing here imports lightning."""
 
 from .causal_conv import causal_conv1d, causal_conv1d_ref
+from .mamba_inner import mamba_inner, mamba_inner_ref
 from .mamba_stage import MambaStageWeights, mamba_stage_step, mamba_stage_step_ref
 from .rmsnorm import rms_norm, rms_norm_ref
 from .selective_scan import (
@@ -21,6 +22,8 @@ __all__ = [
     "MambaStageWeights",
     "causal_conv1d",
     "causal_conv1d_ref",
+    "mamba_inner",
+    "mamba_inner_ref",
     "mamba_stage_step",
     "mamba_stage_step_ref",
     "rms_norm",

@@ -247,6 +247,18 @@ class Mamba(nn.Module):
         # that layout directly: no transposing copy of a [B, E, L] activation or its gradient
         # (such copies took 45% of a 2^20-base training step and 27% at L = 1024).
         xz = _linear_to_channels_first(x, self.in_proj.weight)  # [B, 2E, L]
+        pass_ = checkpoint_pass()
+        if not self.complex and pass_ is None and check_impl(self.scan_impl, x.device, {}) == "triton":
+            # The rest of the mixer as one autograd node on the Triton kernels (the arithmetic of
+            # the steps below, without splitting xz or concatenating its gradient). The shapes are
+            # right by construction, so the validating wrapper is skipped: its checks cost about
+            # 60 us of CPU per block, and at L = 1024 x 64 the training step is partly bound by
+            # the CPU launching kernels (benchmarks/RESULTS.md).
+            from seqmodels.kernels.mamba_inner.triton_inner import mamba_inner_triton
+
+            return mamba_inner_triton(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
+                                      self.dt_proj.weight, self.dt_proj.bias, self.A_log, self.D,
+                                      self.out_proj.weight)
         u, z = xz.chunk(2, dim=1)  # [B, E, L] each
         # Causal depthwise conv and SiLU: one fused kernel each way on CUDA (reads the strided
         # half of xz in place); F.conv1d with W-1 padding, first L outputs, on CPU.
@@ -263,7 +275,6 @@ class Mamba(nn.Module):
             C = rearrange(C, "b (n two) l -> b n (l two)", two=2)
         scan_args = dict(D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
                          impl=self.scan_impl)
-        pass_ = checkpoint_pass()
         if pass_ is not None and torch.is_grad_enabled() and check_impl(self.scan_impl, u.device, {}) == "triton":
             # Inside a checkpointed block (seqmodels.models.checkpointing): the scan runs forward
             # once per step, its backward starting from the first pass's tile states.

@@ -220,6 +220,37 @@ def test_triton_scan_gradient_of_last_state_only(device: torch.device) -> None:
     assert out["triton"]["u"].abs().sum() > 0
 
 
+@pytest.mark.parametrize("chunk", [None, 16], ids=["one-chunk", "3-chunks"])
+def test_triton_scan_reads_z_in_place(chunk, device: torch.device) -> None:
+    """z as the second half of a [B, 2D, L] tensor (the mixer's in_proj output) is read where it
+    lies, by the forward, the backward and the chunked backward's first pass: the same y and
+    gradients as with a contiguous copy of it."""
+    from seqmodels.kernels.selective_scan import triton_scan as ts
+
+    case = Case(batch=2, dim=3, dstate=4, L=40, chunk=chunk, b="var", c="var")
+    inputs = _make_inputs(case, device)
+    g = torch.Generator(device="cpu").manual_seed(1)
+    wy = torch.randn(case.batch, case.dim, case.L, generator=g, dtype=torch.float64)
+    runs = []
+    for in_place in (False, True):
+        leaves = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in inputs.items()}
+        args = [leaves[k] for k in _ORDER[:8]]
+        if in_place:
+            xz = torch.cat([torch.randn_like(inputs["z"]), inputs["z"]], dim=1).requires_grad_()
+            args[6] = xz[:, case.dim:]
+            assert ts._rows(args[6]) is args[6] and ts._extra(args[6]) == case.dim * case.L
+        y = selective_scan_triton(*args, True, chunk_len=chunk)
+        (y.double() * wy.to(y.device)).sum().backward()
+        grads = {k: v.grad for k, v in leaves.items() if v is not None and k != "z"}
+        grads["z"] = xz.grad[:, case.dim:] if in_place else leaves["z"].grad
+        runs.append((y, grads))
+    (y0, g0), (y1, g1) = runs
+    assert not xz.grad[:, :case.dim].any()
+    torch.testing.assert_close(y1, y0, rtol=1e-6, atol=1e-7)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_triton_scan_writes_every_output(nan_empty, device: torch.device) -> None:
     """torch.empty returns NaN here: an output or gradient the kernels forget to write shows up."""
     for is_complex in (False, True):

@@ -159,18 +159,20 @@ def _causal_conv_bwd_kernel(
     x_ptr, w_ptr, bias_ptr, dy_ptr, dx_ptr, dpart_ptr,
     # dims (L divided by DIV)
     E, L_d, n_tiles,
-    # strides of x divided by DIV (the position stride is 1); dy and dx are contiguous [B, E, L]
-    stride_xb_d, stride_xe_d,
+    # strides of x and of dx divided by DIV (the position stride is 1); dy is contiguous [B, E, L]
+    stride_xb_d, stride_xe_d, stride_dxb_d, stride_dxe_d,
     # meta-parameters
     W: tl.constexpr, VEC: tl.constexpr, BLOCK_L: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
     FAST: tl.constexpr, DIV: tl.constexpr,
 ):
     """g = dy * act'(pre) with pre recomputed from x; dx[t] = sum_k w[k] g[t + W-1-k];
     partial sums over the tile of g * x[t - (W-1) + k] (dweight) and g (dbias) go to
-    dpart[b, tile, e, 0..W]. L and the strides of x arrive divided by DIV, as in the forward."""
+    dpart[b, tile, e, 0..W]. L and the strides of x and dx arrive divided by DIV, as in the forward."""
     L = L_d * DIV
     stride_xb = stride_xb_d * DIV
     stride_xe = stride_xe_d * DIV
+    stride_dxb = stride_dxb_d * DIV
+    stride_dxe = stride_dxe_d * DIV
     pid = tl.program_id(0)
     row = pid // n_tiles
     tile = pid - row * n_tiles
@@ -222,7 +224,8 @@ def _causal_conv_bwd_kernel(
     dx = tl.zeros((R, VEC), dtype=tl.float32)
     for k in tl.static_range(W):
         dx += ws[k] * _window(cat_g, W - 1 - k, VEC)  # g[t + W-1-k]
-    tl.store(dx_ptr + row.to(tl.int64) * L + pos, dx.to(dx_ptr.dtype.element_ty), mask=pos < L)
+    dx_row = dx_ptr + b.to(tl.int64) * stride_dxb + e.to(tl.int64) * stride_dxe
+    tl.store(dx_row + pos, dx.to(dx_ptr.dtype.element_ty), mask=pos < L)
 
     part = dpart_ptr + ((b.to(tl.int64) * n_tiles + tile) * E + e) * (W + 1)
     for k in tl.static_range(W):
@@ -280,11 +283,11 @@ class _Plan:
         self.fwd_warps, self.bwd_warps = num_warps
 
 
-def _div(x: Tensor, vec: int) -> int:
-    """VEC when L and x's batch and channel strides are multiples of it (rows of VEC positions
-    then start 16-byte aligned wherever the tensors do), else 1."""
-    L, sb, se = x.shape[-1], x.stride(0), x.stride(1)
-    return vec if L % vec == 0 and sb % vec == 0 and se % vec == 0 else 1
+def _div(vec: int, *tensors: Tensor) -> int:
+    """VEC when L and the batch and channel strides of every tensor are multiples of it (rows of
+    VEC positions then start 16-byte aligned wherever the tensors do), else 1."""
+    ok = all(t.shape[-1] % vec == 0 and t.stride(0) % vec == 0 and t.stride(1) % vec == 0 for t in tensors)
+    return vec if ok else 1
 
 
 def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, plan: _Plan) -> Tensor:
@@ -293,7 +296,7 @@ def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, plan: _Plan
     y = torch.empty(batch, dim, L, device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y
-    div = _div(x, plan.vec)
+    div = _div(plan.vec, x)
     _causal_conv_fwd_kernel[(batch * dim * plan.n_tiles,)](
         x, weight, bias, y,
         dim, L // div, plan.n_tiles,
@@ -305,20 +308,22 @@ def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, plan: _Plan
 
 
 def _bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool,
-         plan: _Plan) -> tuple[Tensor, Tensor, Tensor]:
-    """(dx [B, E, L] in x's dtype, dweight [E, W] fp32, dbias [E] fp32); dy contiguous."""
+         plan: _Plan, dx_out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx [B, E, L] in x's dtype, dweight [E, W] fp32, dbias [E] fp32); dy contiguous. dx is
+    written into ``dx_out`` when given (any batch and channel strides, unit position stride),
+    else into a new contiguous tensor."""
     batch, dim, L = x.shape
     width = weight.shape[1]
-    dx = torch.empty(batch, dim, L, device=x.device, dtype=x.dtype)
+    dx = dx_out if dx_out is not None else torch.empty(batch, dim, L, device=x.device, dtype=x.dtype)
     # Per-program partial sums [B, tiles, E, W + 1] (W taps, then the bias), summed here in a
     # fixed order: deterministic, and small (B=1, E=512, L=2^20: 5 MB against 1 GB of x).
     dpart = torch.empty(batch, plan.n_tiles, dim, width + 1, device=x.device, dtype=torch.float32)
     if dx.numel() > 0:
-        div = _div(x, plan.vec)
+        div = _div(plan.vec, x, dx)
         _causal_conv_bwd_kernel[(batch * dim * plan.n_tiles,)](
             x, weight, bias, dy, dx, dpart,
             dim, L // div, plan.n_tiles,
-            x.stride(0) // div, x.stride(1) // div,
+            x.stride(0) // div, x.stride(1) // div, dx.stride(0) // div, dx.stride(1) // div,
             W=width, VEC=plan.vec, BLOCK_L=plan.block_l, HAS_BIAS=bias is not None, SILU=silu,
             FAST=not _interpreting(), DIV=div, num_warps=plan.bwd_warps,
         )

@@ -363,8 +363,8 @@ def _scan1_fwd_kernel(
     # pointers
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, hin_ptr, y_ptr, last_ptr,
     hsave_ptr,
-    # dims
-    dim, L, n_chunks, n_tiles, dstate, group_b, group_c,
+    # dims; z's batch stride beyond dim * L (z may be one half of a [B, 2D, L] tensor)
+    dim, L, n_chunks, n_tiles, dstate, group_b, group_c, z_extra,
     # strides of B and C (planar layout, see _prep_bc)
     sB0, sB1, sB2, sBri, sC0, sC1, sC2, sCri,
     # meta
@@ -452,7 +452,7 @@ def _scan1_fwd_kernel(
         if HAS_D:
             y += Dv * u
         if HAS_Z:
-            z = tl.load(z_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + pid_b.to(tl.int64) * z_extra + io, mask=mask_t, other=0.0).to(tl.float32)
             y *= z * tl.sigmoid(z)
         tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask_t)
 
@@ -470,8 +470,8 @@ def _scan1_bwd_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dout_ptr, hin_ptr, cin_ptr,
     # pointers: outputs (du, ddelta, dz, y in their input dtypes; the rest fp32 accumulators)
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr, y_ptr,
-    # dims
-    dim, L, n_chunks, n_tiles, dstate, group_b, group_c, n_slots,
+    # dims; the batch strides of z and dz beyond dim * L
+    dim, L, n_chunks, n_tiles, dstate, group_b, group_c, n_slots, z_extra, dz_extra,
     # strides of B and C (planar layout; also of their fp32 gradient buffers when variable)
     sB0, sB1, sB2, sBri, sC0, sC1, sC2, sCri,
     # meta
@@ -522,7 +522,7 @@ def _scan1_bwd_kernel(
         dt_next, _ = _dt_row(delta_ptr, io + 1, mask_next, bias, HAS_BIAS, SOFTPLUS)
         dout = tl.load(dout_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
         if HAS_Z:
-            z = tl.load(z_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + pid_b.to(tl.int64) * z_extra + io, mask=mask_t, other=0.0).to(tl.float32)
             sig = tl.sigmoid(z)
             dy = dout * z * sig
         else:
@@ -617,7 +617,7 @@ def _scan1_bwd_kernel(
             y += Dv * u  # unused (and compiled away) unless HAS_Z or WRITE_Y
         if HAS_Z:
             dz = dout * y * sig * (1.0 + z * (1.0 - sig))
-            tl.store(dz_ptr + io, dz.to(dz_ptr.dtype.element_ty), mask=mask_t)
+            tl.store(dz_ptr + pid_b.to(tl.int64) * dz_extra + io, dz.to(dz_ptr.dtype.element_ty), mask=mask_t)
         if WRITE_Y:
             if HAS_Z:
                 y *= z * sig
@@ -732,8 +732,8 @@ def _chunk_state_kernel(
 def _chunk_adjoint_kernel(
     # pointers
     delta_ptr, bias_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, E_ptr, dtsum_ptr,
-    # dims
-    dim, L, n_chunks, dstate, group_c,
+    # dims; z's batch stride beyond dim * L
+    dim, L, n_chunks, dstate, group_c, z_extra,
     # strides of C (planar layout)
     sC0, sC1, sC2, sCri,
     # meta
@@ -757,7 +757,7 @@ def _chunk_adjoint_kernel(
         dt, _ = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
         dy = tl.load(dout_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
         if HAS_Z:
-            z = tl.load(z_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + pid_b.to(tl.int64) * z_extra + io, mask=mask_t, other=0.0).to(tl.float32)
             dy *= z * tl.sigmoid(z)
         cum = tot + tl.cumsum(dt, axis=0)  # prod_{r<=t} a_r = exp(A cum)
         for n in range(0, dstate):
@@ -963,7 +963,7 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
     split = 2 if _FWD_SPLIT and write_states and wide and plan.n_chunks == 1 else 1
     _scan1_fwd_kernel[(plan.n_chunks, dim, batch)](
         u, delta, delta_bias, A_r, Bt, Ct, D, z, hin, y, last, hsave,
-        dim, L, plan.n_chunks, plan.n_tiles, dstate, dim // gb, dim // gc, *sB, *sC,
+        dim, L, plan.n_chunks, plan.n_tiles, dstate, dim // gb, dim // gc, _extra(z), *sB, *sC,
         IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hin is not None,
         WRITE_LAST=want_last, WRITE_STATES=write_states, BLOCK_N=bn, BLOCK_T=plan.bt * split,
@@ -976,10 +976,11 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
 
 
 def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsave, plan,
-         want_dinit, y_out=None):
+         want_dinit, y_out=None, dz_out=None):
     """Backward launcher. Returns fp32 / complex gradients
     (du, ddelta, dA, dB_buf, dC_buf, dD, dz, dbias, dinit); du, ddelta, dz in input dtypes.
-    ``y_out`` (like u), when given, receives the forward's output y, recomputed on the way."""
+    ``y_out`` (like u), when given, receives the forward's output y, recomputed on the way;
+    ``dz_out`` (positions and channels laid out as in z, see `_rows`), when given, receives dz."""
     batch, dim, L = u.shape
     dstate = A.shape[1]
     is_complex = A.is_complex()
@@ -998,7 +999,7 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
         dtsum = torch.empty(batch, dim, K, **f32)
         _chunk_adjoint_kernel[(K, dim, batch)](
             delta, delta_bias, A_r, Ct, z, dout, E, dtsum,
-            dim, L, K, dstate, dim // gc, *sC,
+            dim, L, K, dstate, dim // gc, _extra(z), *sC,
             IS_COMPLEX=is_complex, VAR_C=var_c, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=delta_softplus, BLOCK_N=bn, BLOCK_T=plan.bt, TILES=plan.tpc, num_warps=1,
         )
@@ -1014,7 +1015,7 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
     n_slots = min(_N_SLOTS, batch * K)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
-    dz = torch.empty_like(z) if z is not None else None
+    dz = None if z is None else dz_out if dz_out is not None else torch.empty_like(u, dtype=z.dtype)
     # Accumulators start at zero (atomics add into them).
     dA = torch.zeros(n_slots, dim, dstate, nc, **f32)
     dB = torch.zeros(Bt.shape if var_b else (n_slots, *Bt.shape), **f32)
@@ -1025,7 +1026,7 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
     _scan1_bwd_kernel[(K, dim, batch)](
         u, delta, delta_bias, A_r, Bt, Ct, D, z, dout, hsave, cin,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dinit, y_out,
-        dim, L, K, plan.n_tiles, dstate, dim // gb, dim // gc, n_slots, *sB, *sC,
+        dim, L, K, plan.n_tiles, dstate, dim // gb, dim // gc, n_slots, _extra(z), _extra(dz), *sB, *sC,
         IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
         HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, BLOCK_N=bn, BLOCK_T=plan.bt,
@@ -1066,6 +1067,25 @@ def _contig(x: Tensor | None) -> Tensor | None:
     return None if x is None else x.contiguous()
 
 
+def _rows(z: Tensor | None) -> Tensor | None:
+    """z ``[B, D, L]`` as the kernels read it: channels L apart and positions contiguous, with any
+    batch stride of at least D * L (one half of the mixer's in_proj output ``[B, 2D, L]`` is
+    read in place); copied otherwise."""
+    if z is None:
+        return None
+    batch, dim, L = z.shape
+    if z.stride(2) == 1 and z.stride(1) == L and (batch == 1 or z.stride(0) >= dim * L):
+        return z
+    return z.contiguous()
+
+
+def _extra(z: Tensor | None) -> int:
+    """The batch stride of a `_rows` tensor beyond D * L (0 when contiguous or absent)."""
+    if z is None or z.shape[0] == 1:
+        return 0
+    return z.stride(0) - z.shape[1] * z.shape[2]
+
+
 # --------------------------------------------------------------------------------------------
 # Autograd
 # --------------------------------------------------------------------------------------------
@@ -1090,7 +1110,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
                 return_last_state, chunk_len, grad_enabled):
-        u, delta, z, D, delta_bias = _contig(u), _contig(delta), _contig(z), _contig(D), _contig(delta_bias)
+        u, delta, z, D, delta_bias = _contig(u), _contig(delta), _rows(z), _contig(D), _contig(delta_bias)
         is_complex = A.is_complex()
         A = A.contiguous()
         Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
@@ -1147,7 +1167,7 @@ class _SelectiveScanLinearTriton(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, weight, delta_softplus, recompute):
-        u, delta, z, D, delta_bias = _contig(u), _contig(delta), _contig(z), _contig(D), _contig(delta_bias)
+        u, delta, z, D, delta_bias = _contig(u), _contig(delta), _rows(z), _contig(D), _contig(delta_bias)
         is_complex = A.is_complex()
         A = A.contiguous()
         Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
