@@ -93,8 +93,9 @@ def test_matches_reference(batch, e, n, rank, L, dtype, nan_empty, device: torch
         assert_close(f"d{name}", grad, grads_ref[name], grads64[name], factor=factor, bf16_ulp=ulp)
 
 
-def test_strided_xz_and_no_grad(device: torch.device) -> None:
-    """xz given as a transposed view (copied first) and without autograd: the same output."""
+def test_strided_xz_no_grad_and_autocast(device: torch.device) -> None:
+    """xz given as a transposed view (copied first), without autograd, under autocast: the same
+    output."""
     inputs = _inputs(2, 3, 2, 1, 20, 4, device, torch.float32)
     args = [inputs[k] for k in _NAMES]
     ref = mamba_inner_ref(*args)
@@ -102,6 +103,11 @@ def test_strided_xz_and_no_grad(device: torch.device) -> None:
     torch.testing.assert_close(mamba_inner(xz_t, *args[1:], impl="triton"), ref, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(mamba_inner(*args, impl="triton"), ref, rtol=1e-4, atol=1e-5)
+    # Autocast does not reach inside: products run in xz's dtype (float32 here).
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        out = mamba_inner(*args, impl="triton")
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_model_mixer_uses_it_and_matches_the_composed_steps(monkeypatch, device: torch.device) -> None:

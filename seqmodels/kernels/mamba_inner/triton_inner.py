@@ -113,6 +113,9 @@ class _MambaInnerTriton(torch.autograd.Function):
 def mamba_inner_triton(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, x_proj_weight: Tensor,
                        dt_proj_weight: Tensor, dt_proj_bias: Tensor, A_log: Tensor, D: Tensor,
                        out_proj_weight: Tensor) -> Tensor:
-    """See ``seqmodels.kernels.mamba_inner``; arguments are validated by the caller."""
-    return _MambaInnerTriton.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias,
-                                   A_log, D, out_proj_weight, torch.is_grad_enabled())
+    """See ``seqmodels.kernels.mamba_inner``; arguments are validated by the caller. Every product
+    runs in xz's dtype whether or not autocast is on (its casts would change nothing for the
+    model's bfloat16 xz, and would mix dtypes for a float32 one), so autocast is off inside."""
+    with torch.autocast(xz.device.type, enabled=False):
+        return _MambaInnerTriton.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias,
+                                       A_log, D, out_proj_weight, torch.is_grad_enabled())
