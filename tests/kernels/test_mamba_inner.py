@@ -103,6 +103,14 @@ def test_strided_xz_no_grad_and_autocast(device: torch.device) -> None:
     torch.testing.assert_close(mamba_inner(xz_t, *args[1:], impl="triton"), ref, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(mamba_inner(*args, impl="triton"), ref, rtol=1e-4, atol=1e-5)
+    # Without a convolution bias.
+    leaves = [a.detach().clone().requires_grad_() if a is not None else None
+              for a in [*args[:2], None, *args[3:]]]
+    out = mamba_inner(*leaves, impl="triton")
+    torch.testing.assert_close(out, mamba_inner_ref(*[a.detach() if a is not None else None for a in leaves]),
+                               rtol=1e-4, atol=1e-5)
+    out.sum().backward()
+    assert all(a.grad is not None for a in leaves if a is not None)
     # Autocast does not reach inside: products run in xz's dtype (float32 here).
     with torch.autocast(device.type, dtype=torch.bfloat16):
         out = mamba_inner(*args, impl="triton")

@@ -104,7 +104,8 @@ class _MambaInnerTriton(torch.autograd.Function):
         du.baddbmm_(_batched(wx.t(), batch), dx_dbl)  # + x_proj's input gradient
         _, dcw, dcb = _conv_bwd(du, xz[:, :e], cw, cb, True, cplan, dx_out=dxz[:, :e])
         weight_grads = (dcw.reshape(cw_shape), dcb, dwx, dwdt, dbias, dA * A, dD, dwo)
-        grads = (dxz, *(g.to(dt) if g is not None else None for g, dt in zip(weight_grads, dtypes)))
+        # (dtype None: that argument was None, e.g. no conv bias)
+        grads = (dxz, *(g.to(dt) if dt is not None else None for g, dt in zip(weight_grads, dtypes)))
         needs = ctx.needs_input_grad
         return (*(g if needs[i] else None for i, g in enumerate(grads)), None)
 
