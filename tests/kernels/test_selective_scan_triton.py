@@ -299,8 +299,10 @@ def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float
                 b="var", c="group", groups=3, has_init=True)
     x = _make_inputs(case, device)
     Bp, Cp = triton_scan._prep_bc(x["B"], is_complex), triton_scan._prep_bc(x["C"], is_complex)
-    # One chunk of 8 tiles covers the row whatever the device's SM count.
-    plan = triton_scan._Plan(2, 3, L, True, is_complex, 8 * bt, torch.device(device))
+    # One chunk of 8 tiles covers the row whatever the device's SM count (16-bit inputs: the
+    # complex row, which is bf16).
+    plan = triton_scan._Plan(2, 3, L, True, is_complex, 8 * bt, torch.device(device), case.dtype == "bf16")
+    assert plan.wide
     assert plan.n_chunks == 1 and plan.n_tiles == -(-L // bt) >= 4
     out = {}
     for split in (False, True):

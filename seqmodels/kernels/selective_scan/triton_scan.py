@@ -897,12 +897,15 @@ def _as_real_buffer(x: Tensor | None) -> Tensor | None:
 
 class _Plan:
     """Tiling of one call, shared by the forward and the backward: ``bt`` positions per scan
-    tile, ``tpc`` tiles per chunk, ``n_tiles`` and ``n_chunks``."""
+    tile, ``tpc`` tiles per chunk, ``n_tiles`` and ``n_chunks``; ``wide``: whether a forward over
+    one chunk per row may run on 256-position tiles (`_wide_tiles`; ``low_precision``: 16-bit
+    inputs)."""
 
     def __init__(self, batch: int, dim: int, L: int, training: bool, is_complex: bool,
                  chunk_len: int | None, dev: torch.device, low_precision: bool = False):
         sms = _sm_count(dev)
         one_chunk = chunk_len is None and batch * dim >= _ONE_CHUNK_PER_SM * sms
+        self.wide = _wide_tiles(is_complex, low_precision)
         self.bt = _scan_tile(training, is_complex, one_chunk, low_precision)
         if chunk_len is not None:
             self.bt = min(self.bt, chunk_len)
@@ -959,8 +962,7 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
     y = torch.empty(batch, dim, L, device=dev, dtype=u.dtype)
     last = torch.empty(batch, dim, dstate, nc, device=dev, dtype=torch.float32) if want_last else None
     # A forward over one chunk per row saving states runs on tiles of two backward tiles.
-    wide = _wide_tiles(is_complex, u.element_size() == 2)
-    split = 2 if _FWD_SPLIT and write_states and wide and plan.n_chunks == 1 else 1
+    split = 2 if _FWD_SPLIT and write_states and plan.wide and plan.n_chunks == 1 else 1
     _scan1_fwd_kernel[(plan.n_chunks, dim, batch)](
         u, delta, delta_bias, A_r, Bt, Ct, D, z, hin, y, last, hsave,
         dim, L, plan.n_chunks, plan.n_tiles, dstate, dim // gb, dim // gc, _extra(z), *sB, *sC,
