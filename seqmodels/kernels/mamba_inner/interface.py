@@ -18,6 +18,11 @@ from torch import Tensor
 from ..selective_scan.checks import MAX_D_STATE, Impl, check_impl
 
 
+def _describe(t: object) -> object:
+    """A tensor's shape, or the type of anything else (never a tensor's values)."""
+    return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+
+
 def _check(name: str, t: object, shape: tuple, device: torch.device) -> None:
     if not isinstance(t, Tensor):
         raise ValueError(f"{name}: expected a tensor of shape {shape}, got {type(t).__name__}")
@@ -59,34 +64,31 @@ def mamba_inner(
     others raise: a caller without Triton composes the kernels (as ``Mamba`` does).
     """
     if not isinstance(xz, Tensor) or xz.dim() != 3 or xz.shape[1] % 2:
-        shape = tuple(xz.shape) if isinstance(xz, Tensor) else type(xz).__name__
-        raise ValueError(f"xz: expected [batch, 2 * d_inner, length], got {shape}")
+        raise ValueError(f"xz: expected [batch, 2 * d_inner, length], got {_describe(xz)}")
     batch, two_e, length = xz.shape
     e = two_e // 2
     dev = xz.device
     if not isinstance(conv_weight, Tensor) or conv_weight.dim() not in (2, 3):
-        raise ValueError(f"conv_weight: expected [{e}, 1, W] or [{e}, W], got "
-                         f"{tuple(conv_weight.shape) if isinstance(conv_weight, Tensor) else conv_weight!r}")
+        raise ValueError(f"conv_weight: expected [{e}, 1, W] or [{e}, W], got {_describe(conv_weight)}")
     _check("conv_weight", conv_weight, (e, 1, conv_weight.shape[-1]) if conv_weight.dim() == 3 else
            (e, conv_weight.shape[-1]), dev)
     if conv_bias is not None:
         _check("conv_bias", conv_bias, (e,), dev)
     if not isinstance(A_log, Tensor) or A_log.dim() != 2:
-        raise ValueError(f"A_log: expected [{e}, N], got "
-                         f"{tuple(A_log.shape) if isinstance(A_log, Tensor) else type(A_log).__name__}")
+        raise ValueError(f"A_log: expected [{e}, N], got {_describe(A_log)}")
     n = A_log.shape[1]
     _check("A_log", A_log, (e, n), dev)
     if not 1 <= n <= MAX_D_STATE:
         raise ValueError(f"A_log: d_state {n} outside [1, {MAX_D_STATE}]")
     if not isinstance(dt_proj_weight, Tensor) or dt_proj_weight.dim() != 2:
-        raise ValueError(f"dt_proj_weight: expected [{e}, R], got {dt_proj_weight!r}")
+        raise ValueError(f"dt_proj_weight: expected [{e}, R], got {_describe(dt_proj_weight)}")
     rank = dt_proj_weight.shape[1]
     _check("dt_proj_weight", dt_proj_weight, (e, rank), dev)
     _check("x_proj_weight", x_proj_weight, (rank + 2 * n, e), dev)
     _check("dt_proj_bias", dt_proj_bias, (e,), dev)
     _check("D", D, (e,), dev)
     if not isinstance(out_proj_weight, Tensor) or out_proj_weight.dim() != 2:
-        raise ValueError(f"out_proj_weight: expected [D_model, {e}], got {out_proj_weight!r}")
+        raise ValueError(f"out_proj_weight: expected [D_model, {e}], got {_describe(out_proj_weight)}")
     _check("out_proj_weight", out_proj_weight, (out_proj_weight.shape[0], e), dev)
     if check_impl(impl, dev, {"xz": xz.dtype}) != "triton":
         raise ValueError(f"impl: mamba_inner runs the Triton kernels only, got {impl!r} on {dev}")
