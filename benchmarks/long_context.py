@@ -4,8 +4,15 @@
     python -m benchmarks.long_context --preset 7m --lengths 1048576 --batch 1
 
 Each row times full training steps (bf16 autocast forward, backward, AdamW step) after warm-up,
-with fresh random tokens every step, and reports the median step time, tokens per second and
-the peak GPU memory allocated during the timed steps. ``--profile`` also prints the GPU time of
+with fresh random tokens every step, and reports the peak GPU memory allocated during the timed
+steps and two speeds:
+
+- ``step_s`` / ``tokens_per_s``: one step on its own, the GPU idle before it and waited for
+  after it (median of ``--steps``). The host's time to launch the first kernels is in it.
+- ``train_step_s`` / ``train_tokens_per_s``: ``--steps`` steps back to back, as a training loop
+  runs them, with one wait at the end: total time over steps. While the GPU works on one step
+  the host already launches the next, so this is the training throughput; it is the larger of
+  the GPU's time per step and the host's. ``--profile`` also prints the GPU time of
 one more step by kernel.
 """
 
@@ -75,6 +82,12 @@ def time_training_step(
         if i == warmup - 1:
             torch.cuda.reset_peak_memory_stats(device)
     step_s = statistics.median(times)
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    torch.cuda.synchronize(device)
+    train_step_s = (time.perf_counter() - start) / steps
     if profile:
         print_profile(step, f"{task} {preset}, L {length} x batch {batch}, checkpointing {checkpointing}")
     return {
@@ -89,6 +102,8 @@ def time_training_step(
         "params": sum(p.numel() for p in model.parameters()),
         "step_s": step_s,
         "tokens_per_s": batch * length / step_s,
+        "train_step_s": train_step_s,
+        "train_tokens_per_s": batch * length / train_step_s,
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
         "loss": float(loss),
     }
@@ -149,14 +164,17 @@ def main() -> None:
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
     print(f"task: {args.task}, checkpointed stream: {args.checkpoint_dtype}, "
           f"scan states kept: {not args.no_scan_states}")
-    print(f"{'preset':>6} {'L':>8} {'batch':>5} {'ckpt':>5} {'step s':>8} {'tokens/s':>11} {'peak GiB':>9}")
+    print("step: one step alone (median); back to back: steps as a training loop runs them (mean)")
+    print(f"{'preset':>6} {'L':>8} {'batch':>5} {'ckpt':>5} {'step s':>8} {'tokens/s':>11} "
+          f"{'b2b step s':>10} {'b2b tokens/s':>12} {'peak GiB':>9}")
     for r in rows:
         if "error" in r:
             print(f"{r['preset']:>6} {r['L']:>8} {r['batch']:>5} {'':>5} {r['error']}")
             continue
         print(
             f"{r['preset']:>6} {r['L']:>8} {r['batch']:>5} {str(r['checkpointing']):>5} "
-            f"{r['step_s']:8.3f} {r['tokens_per_s']:11.3e} {r['peak_gib']:9.2f}"
+            f"{r['step_s']:8.3f} {r['tokens_per_s']:11.3e} {r['train_step_s']:10.4f} "
+            f"{r['train_tokens_per_s']:12.3e} {r['peak_gib']:9.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -5,7 +5,7 @@ conv1d of the mixer, and the mixer's inner part as one node (``mamba_inner``). N
 from .causal_conv import causal_conv1d, causal_conv1d_ref
 from .mamba_inner import mamba_inner, mamba_inner_ref
 from .mamba_stage import MambaStageWeights, mamba_stage_step, mamba_stage_step_ref
-from .rmsnorm import rms_norm, rms_norm_ref
+from .rmsnorm import add_rms_norm, add_rms_norm_ref, rms_norm, rms_norm_ref
 from .selective_scan import (
     MAX_D_STATE,
     selective_scan,
@@ -20,6 +20,8 @@ from .selective_scan import (
 __all__ = [
     "MAX_D_STATE",
     "MambaStageWeights",
+    "add_rms_norm",
+    "add_rms_norm_ref",
     "causal_conv1d",
     "causal_conv1d_ref",
     "mamba_inner",

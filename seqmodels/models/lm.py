@@ -66,15 +66,18 @@ class MambaBackbone(nn.Module):
         x = self.embedding(input_ids)
         if self.config.residual_in_fp32:
             x = x.float()
-        use_checkpoint = self.config.checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layers:
-            if use_checkpoint:
+        if self.config.checkpointing and self.training and torch.is_grad_enabled():
+            for layer in self.layers:
                 if self.config.checkpoint_dtype == "bfloat16":
                     x = x.to(torch.bfloat16)  # what the checkpoint keeps; the block upcasts it
                 x = checkpoint_block(layer, x, keep_scan_states=self.config.checkpoint_scan_states)
-            else:
-                x = layer(x)
-        return self.norm_f(x)
+            return self.norm_f(x)
+        # Each block's residual add is fused into the next norm (MambaBlock.forward_pair): the
+        # stream s = residual + hidden is written once per block, and its gradient once.
+        hidden, residual = x, None
+        for layer in self.layers:
+            hidden, residual = layer.forward_pair(hidden, residual)
+        return self.norm_f.add(hidden, residual, sum_dtype=self.layers[-1].sum_dtype(hidden, residual))[0]
 
     def allocate_inference_cache(
         self, batch_size: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None

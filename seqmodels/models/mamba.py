@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from seqmodels.kernels import (
     MambaStageWeights,
+    add_rms_norm,
     causal_conv1d,
     rms_norm,
     selective_scan,
@@ -52,6 +53,12 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor, out_dtype: torch.dtype | None = None) -> Tensor:
         """[..., D] -> [..., D] in ``out_dtype`` (default: the weight's dtype)."""
         return rms_norm(x, self.weight, self.eps, out_dtype)
+
+    def add(self, hidden: Tensor, residual: Tensor | None, out_dtype: torch.dtype | None = None,
+            sum_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """The residual add and the norm in one op: ``s = residual + hidden`` in ``sum_dtype``
+        (``hidden`` alone when ``residual`` is None); returns ``(norm(s), s)``."""
+        return add_rms_norm(hidden, residual, self.weight, self.eps, out_dtype, sum_dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -382,12 +389,29 @@ class MambaBlock(nn.Module):
     def _residual(self, x: Tensor) -> Tensor:
         return x.float() if self.residual_in_fp32 else x
 
+    @staticmethod
+    def _mixer_dtype(x: Tensor) -> torch.dtype | None:
+        """Under autocast the norm writes the mixer's input dtype directly (no separate cast)."""
+        device = x.device.type
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
     def forward(self, x: Tensor) -> Tensor:
         """[B, L, D] -> [B, L, D]"""
-        # Under autocast the norm writes the mixer's input dtype directly (no separate cast).
-        device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        return self._residual(x) + self.mixer(self.norm(x, out_dtype=dtype))
+        return self._residual(x) + self.mixer(self.norm(x, out_dtype=self._mixer_dtype(x)))
+
+    def sum_dtype(self, hidden: Tensor, residual: Tensor | None) -> torch.dtype:
+        """The residual stream's dtype: float32 with ``residual_in_fp32``, else the promoted one."""
+        if self.residual_in_fp32:
+            return torch.float32
+        return hidden.dtype if residual is None else torch.promote_types(hidden.dtype, residual.dtype)
+
+    def forward_pair(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The same block with its residual add moved in front of the norm (the form of
+        state-spaces/mamba): ``s = residual + hidden``, returns ``(mixer(norm(s)), s)``, so
+        ``forward(x) == sum(forward_pair(x, None))``. The add and the norm are one fused op
+        (:func:`seqmodels.kernels.add_rms_norm`), one kernel each way on CUDA."""
+        normed, s = self.norm.add(hidden, residual, self._mixer_dtype(hidden), self.sum_dtype(hidden, residual))
+        return self.mixer(normed), s
 
     def allocate_inference_cache(
         self, batch_size: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None

@@ -9,9 +9,31 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 
 from seqmodels.data.tokenizer import IGNORE_INDEX
+
+
+class TokenWeightedMean(Metric):
+    """``sum(value * weight) / sum(weight)`` over the updates, summed over ranks at ``compute``.
+
+    Unlike torchmetrics' ``MeanMetric`` it never reads a value back to the host on ``update``
+    (its NaN check does, which makes every training step wait for the GPU); a NaN loss is not
+    dropped but shows in the result."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: torch.Tensor) -> None:
+        self.total += (value.double() * weight).sum()
+        self.weight += torch.as_tensor(weight, dtype=torch.float64, device=self.weight.device).sum()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.weight).float()
 
 
 class NextTokenTask(L.LightningModule):
@@ -21,14 +43,19 @@ class NextTokenTask(L.LightningModule):
     Logs ``split/loss`` (the token-weighted mean of the epoch), ``train/loss_step`` and
     ``train/tokens_per_s`` (tokens scored per second of wall time on this rank). Subclasses derive
     their own units from :meth:`epoch_loss` at the end of each epoch.
+
+    Throughput is measured over windows of ``trainer.log_every_n_steps`` batches (and the
+    epoch's last batch), the only moments it waits for the GPU: a wait after every batch would
+    stop the host from launching the next batch while the GPU finishes this one, which at short
+    contexts costs several percent of the step. Each batch logs the last window's value.
     """
 
     def __init__(self) -> None:
         super().__init__()
         # one token-weighted mean loss per split (ModuleDict keys must not shadow nn.Module.train)
-        self.mean_loss = torch.nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
-        self._n_tokens = 0
-        self._batch_start: float | None = None
+        self.mean_loss = torch.nn.ModuleDict({f"{split}_loss": TokenWeightedMean() for split in ("train", "val", "test")})
+        self._window: tuple[float, torch.Tensor | int, int] | None = None  # (start, tokens, batches)
+        self._tokens_per_s: float | None = None
 
     def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["input_ids"])
@@ -42,7 +69,9 @@ class NextTokenTask(L.LightningModule):
         self.log(f"{split}/loss", metric, on_step=False, on_epoch=True, prog_bar=True)
         if split == "train":
             self.log("train/loss_step", loss.detach(), on_step=True, prog_bar=False)
-        self._n_tokens = int(n_tokens)
+            if self._window is not None:  # counted on the device: no wait here
+                start, tokens, batches = self._window
+                self._window = (start, tokens + n_tokens, batches)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -58,13 +87,23 @@ class NextTokenTask(L.LightningModule):
         """The token-weighted mean loss (nats) of the epoch so far; compute() reduces over ranks."""
         return self.mean_loss[f"{split}_loss"].compute()
 
+    def on_train_epoch_start(self) -> None:
+        self._window = None  # validation time between epochs is not training time
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._batch_start = time.perf_counter()
+        if self._window is None:
+            self._window = (time.perf_counter(), 0, 0)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._batch_start is None:
+        if self._window is None:
             return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # GPU work is asynchronous: wait before reading the clock
-        elapsed = time.perf_counter() - self._batch_start
-        self.log("train/tokens_per_s", self._n_tokens / max(elapsed, 1e-9), on_step=True, prog_bar=True)
+        start, tokens, batches = self._window
+        self._window = (start, tokens, batches + 1)
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        if batches + 1 >= max(1, self.trainer.log_every_n_steps) or last:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # GPU work is asynchronous: wait before reading the clock
+            self._tokens_per_s = int(tokens) / max(time.perf_counter() - start, 1e-9)
+            self._window = None
+        if self._tokens_per_s is not None:
+            self.log("train/tokens_per_s", self._tokens_per_s, on_step=True, prog_bar=True)

@@ -1,4 +1,5 @@
-"""The fused RMSNorm kernel against its PyTorch reference: output and both gradients.
+"""The fused RMSNorm kernels against their PyTorch references: outputs and every gradient, for
+the norm alone and with the residual add fused in front of it (``add_rms_norm``).
 
 On a CPU-only machine the kernel runs through the Triton interpreter (``TRITON_INTERPRET=1``, set
 before any kernel module is imported); ``gpu`` rows use the widths of the DNA presets at a
@@ -16,7 +17,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from seqmodels.kernels import rms_norm, rms_norm_ref  # noqa: E402
+from seqmodels.kernels import add_rms_norm, add_rms_norm_ref, rms_norm, rms_norm_ref  # noqa: E402
 from tests.kernels.tolerance import assert_close  # noqa: E402
 
 
@@ -80,3 +81,80 @@ def test_bad_arguments_name_the_argument(kwargs, match):
 @pytest.mark.parametrize("d", [128, 256], ids=["1.4m", "7m"])
 def test_gpu_training_sized(d):
     _check((64, 1024, d), torch.float32, torch.bfloat16, torch.device("cuda"))
+
+
+def _check_add(shape, hidden_dtype, residual_dtype, sum_dtype, out_dtype, sum_grad, device, eps=1e-5):
+    """add_rms_norm against its reference: normed, the sum, and the gradients of hidden, residual
+    and weight, with a gradient reaching the sum from later blocks (``sum_grad``) or not."""
+    g = torch.Generator().manual_seed(sum(shape) + 7)
+    d = shape[-1]
+    h0 = (torch.randn(*shape, generator=g) * 2).to(device)
+    r0 = (torch.randn(*shape, generator=g) * 3 + 0.5).to(device)
+    w0 = (torch.rand(d, generator=g) + 0.5).to(device)
+    dy0 = torch.randn(*shape, generator=g).to(device, torch.float64)
+    ds0 = torch.randn(*shape, generator=g).to(device, torch.float64)
+    results = {}
+    for name, impl in (("triton", "triton"), ("ref", "ref"), ("ref64", "ref")):
+        wide = name == "ref64"
+        h = h0.to(torch.float64 if wide else hidden_dtype).clone().requires_grad_(True)
+        r = None if residual_dtype is None else r0.to(torch.float64 if wide else residual_dtype).clone().requires_grad_(True)
+        w = w0.to(torch.float64 if wide else torch.float32).clone().requires_grad_(True)
+        y, s = add_rms_norm(h, r, w, eps, torch.float64 if wide else out_dtype,
+                            torch.float64 if wide else sum_dtype, impl=impl)
+        loss = (y.to(torch.float64) * dy0).sum()
+        if sum_grad:
+            loss = loss + (s.to(torch.float64) * ds0).sum()
+        loss.backward()
+        results[name] = (y, s, h.grad, w.grad) + ((r.grad,) if r is not None else ())
+    out = results["triton"]
+    assert (out[0].dtype, out[1].dtype, out[2].dtype) == (out_dtype or torch.float32, sum_dtype, hidden_dtype)
+    if residual_dtype is not None:
+        assert out[4].dtype == residual_dtype
+    for i, what in enumerate(("normed", "sum", "dhidden", "dweight", "dresidual")[:len(out)]):
+        assert_close(what, out[i], results["ref"][i], results["ref64"][i])
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 24), (1, 33), (2, 0, 16)], ids=str)
+@pytest.mark.parametrize(
+    "hidden_dtype, residual_dtype, sum_dtype, out_dtype",
+    [
+        (torch.bfloat16, torch.float32, torch.float32, torch.bfloat16),  # a block of the bf16 model
+        (torch.float32, None, torch.float32, torch.bfloat16),  # the first block: no residual yet
+        (torch.float32, torch.float32, torch.float32, None),  # the CPU model
+        (torch.bfloat16, torch.bfloat16, torch.bfloat16, torch.bfloat16),  # a bf16 stream
+    ],
+    ids=["bf16-into-fp32", "first", "fp32", "bf16-stream"],
+)
+@pytest.mark.parametrize("sum_grad", [True, False], ids=["sum-used", "sum-unused"])
+def test_add_kernel_equals_reference(shape, hidden_dtype, residual_dtype, sum_dtype, out_dtype, sum_grad, device):
+    _check_add(shape, hidden_dtype, residual_dtype, sum_dtype, out_dtype, sum_grad, device)
+
+
+def test_add_reference_is_the_sum_then_the_norm():
+    h, r, w = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(4, 8), torch.rand(8) + 0.5
+    y, s = add_rms_norm_ref(h, r, w, 1e-5, torch.bfloat16)
+    torch.testing.assert_close(s, r + h.float(), rtol=0, atol=0)
+    torch.testing.assert_close(y, rms_norm_ref(r + h.float(), w, 1e-5, torch.bfloat16), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(residual=torch.randn(2, 5)), "residual must have hidden's shape"),
+        (dict(weight=torch.ones(3)), "weight must be"),
+        (dict(eps=-1.0), "eps must be positive"),
+        (dict(sum_dtype=torch.int64, impl="triton"), "sum_dtype must be"),
+        (dict(hidden=torch.zeros(())), "hidden must be a tensor"),
+    ],
+)
+def test_add_bad_arguments_name_the_argument(kwargs, match):
+    args = dict(hidden=torch.randn(2, 4), residual=torch.randn(2, 4), weight=torch.ones(4), eps=1e-5)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        add_rms_norm(**args)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [128, 256], ids=["1.4m", "7m"])
+def test_gpu_add_training_sized(d):
+    _check_add((64, 1024, d), torch.bfloat16, torch.float32, torch.float32, torch.bfloat16, True, torch.device("cuda"))

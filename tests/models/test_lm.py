@@ -116,6 +116,29 @@ def test_checkpointing_gives_same_gradients(complex_):
         torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_backbone_fuses_each_add_into_the_next_norm():
+    """The backbone's unchecked path (add fused into the next norm) is the chain of blocks."""
+    model = _tiny().train()
+    ids = torch.randint(0, 12, (2, 9), generator=torch.Generator().manual_seed(5))
+    bb = model.backbone
+
+    def chained(input_ids):
+        x = bb.embedding(input_ids).float()
+        for layer in bb.layers:
+            x = layer(x)
+        return model.lm_head(bb.norm_f(x))
+
+    grads = []
+    for fn in (model, chained):
+        model.zero_grad(set_to_none=True)
+        logits = fn(ids)
+        logits.square().mean().backward()
+        grads.append((logits.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-6)
+    for name, g in grads[1][1].items():
+        torch.testing.assert_close(grads[0][1][name], g, rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_bfloat16_checkpoints_keep_a_bfloat16_stream():
     """checkpoint_dtype="bfloat16": the checkpoints hold each block's input in bfloat16, and the
     gradients are exactly those of the model whose stream is rounded to bfloat16 between blocks."""
@@ -132,15 +155,19 @@ def test_bfloat16_checkpoints_keep_a_bfloat16_stream():
         seen.append(x.dtype)
         return real(fn, x, **kwargs)
 
+    def by_hand(model, input_ids):
+        """The same rounding by hand, no checkpoints: each block's input rounded to bfloat16."""
+        x = model.backbone.embedding(input_ids).float()
+        for layer in model.backbone.layers:
+            x = layer(x.to(torch.bfloat16))
+        return model.lm_head(model.backbone.norm_f(x))
+
     grads = []
     for model in (ckpt, plain):
-        if model is plain:
-            # The same rounding by hand, no checkpoints.
-            for layer in model.backbone.layers:
-                layer.register_forward_pre_hook(lambda _, args: (args[0].to(torch.bfloat16),))
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(ckpt_module, "checkpoint", recording)
-            loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+            logits = model(ids[:, :-1]) if model is ckpt else by_hand(model, ids[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
         loss.backward()
         grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
     assert seen == [torch.bfloat16] * 2

@@ -191,6 +191,28 @@ def test_block_keeps_residual_in_fp32():
         assert block_low(x).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("residual_in_fp32", [True, False], ids=["fp32-stream", "own-dtype"])
+def test_block_pair_form_equals_forward(residual_in_fp32):
+    """forward_pair moves the residual add in front of the next norm: summed, it is forward, with
+    the same gradients; a chain of pairs is a chain of blocks."""
+    torch.manual_seed(0)
+    blocks = [MambaBlock(16, d_state=4, scan_impl="ref", residual_in_fp32=residual_in_fp32) for _ in range(2)]
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    chained = x
+    for block in blocks:
+        chained = block(chained)
+    grads_chained = torch.autograd.grad(chained.square().sum(), [x, *blocks[1].parameters()])
+    hidden, residual = x, None
+    for block in blocks:
+        hidden, residual = block.forward_pair(hidden, residual)
+        assert residual.dtype == torch.float32
+    paired = residual + hidden
+    grads_paired = torch.autograd.grad(paired.square().sum(), [x, *blocks[1].parameters()])
+    torch.testing.assert_close(paired, chained, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads_paired, grads_chained, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_rmsnorm():
     torch.manual_seed(0)
     norm = RMSNorm(6, eps=1e-6)

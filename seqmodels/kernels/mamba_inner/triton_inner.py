@@ -96,7 +96,7 @@ class _MambaInnerTriton(torch.autograd.Function):
             False, dz_out=dxz[:, e:],
         )
         dx_dbl = torch.empty_like(x_dbl)  # [B, R + 2N, L]: d dt, dB, dC
-        dx_dbl[:, :rank] = torch.bmm(_batched(wdt.t(), batch), ddelta)
+        torch.bmm(_batched(wdt.t(), batch), ddelta, out=dx_dbl[:, :rank])  # written in place (strided rows)
         dx_dbl[:, rank:rank + n] = dB.view(batch, n, L)
         dx_dbl[:, rank + n:] = dC.view(batch, n, L)
         dwdt = _weight_grad(ddelta, x_dbl[:, :rank].transpose(1, 2))  # [E, R]

@@ -1,6 +1,7 @@
-"""RMSNorm over the last axis: a fused Triton kernel (forward and backward) and its reference."""
+"""RMSNorm over the last axis, alone or with the pre-norm block's residual add: fused Triton
+kernels (forward and backward) and their references."""
 
-from .interface import rms_norm
-from .ref import rms_norm_ref
+from .interface import add_rms_norm, rms_norm
+from .ref import add_rms_norm_ref, rms_norm_ref
 
-__all__ = ["rms_norm", "rms_norm_ref"]
+__all__ = ["add_rms_norm", "add_rms_norm_ref", "rms_norm", "rms_norm_ref"]
