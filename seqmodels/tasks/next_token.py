@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from seqmodels.data.tokenizer import IGNORE_INDEX
+from seqmodels.tasks.optim import ClipsFusedAdamW
 
 
 class TokenWeightedMean(Metric):
@@ -36,7 +37,7 @@ class TokenWeightedMean(Metric):
         return (self.total / self.weight).float()
 
 
-class NextTokenTask(L.LightningModule):
+class NextTokenTask(ClipsFusedAdamW, L.LightningModule):
     """Cross-entropy of ``self(input_ids)`` [batch, L, vocab] against ``labels`` [batch, L]
     (``IGNORE_INDEX`` positions skipped).
 
@@ -47,7 +48,8 @@ class NextTokenTask(L.LightningModule):
     Throughput is measured over windows of ``trainer.log_every_n_steps`` batches (and the
     epoch's last batch), the only moments it waits for the GPU: a wait after every batch would
     stop the host from launching the next batch while the GPU finishes this one, which at short
-    contexts costs several percent of the step. Each batch logs the last window's value.
+    contexts costs several percent of the step. Each batch logs the last window's value, as a
+    host tensor, so that the progress bar does not wait for the GPU either.
     """
 
     def __init__(self) -> None:
@@ -106,4 +108,6 @@ class NextTokenTask(L.LightningModule):
             self._tokens_per_s = int(tokens) / max(time.perf_counter() - start, 1e-9)
             self._window = None
         if self._tokens_per_s is not None:
-            self.log("train/tokens_per_s", self._tokens_per_s, on_step=True, prog_bar=True)
+            # A host tensor: Lightning would put a float on the GPU, and reading it back for the
+            # progress bar would wait for the GPU after every batch.
+            self.log("train/tokens_per_s", torch.tensor(self._tokens_per_s), on_step=True, prog_bar=True)

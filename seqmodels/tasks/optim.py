@@ -45,15 +45,48 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _grad_scaler(module) -> object | None:
+    """The trainer's float16 GradScaler, or None (float32, bfloat16)."""
+    return getattr(module.trainer.precision_plugin, "scaler", None)
+
+
 def adamw_warmup_cosine(module, model: nn.Module) -> dict:
     """``configure_optimizers`` of every task: AdamW over :func:`param_groups` of ``model`` and a
     per-step warmup-cosine schedule over the trainer's total steps, from ``module.hparams``
     (``lr``, ``betas``, ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``).
 
-    Not the fused AdamW: Lightning refuses gradient clipping with it under mixed precision.
+    On CUDA without a float16 GradScaler the fused AdamW (one kernel for every parameter; the
+    multi-tensor one launches several per step, and a short-context training step is partly
+    bound by the host launching kernels). Gradient clipping then goes through
+    :class:`ClipsFusedAdamW`, which every task mixes in.
     """
     hp = module.hparams
-    optimizer = torch.optim.AdamW(param_groups(model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
+    groups = param_groups(model, hp.weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.is_cuda for p in params) and _grad_scaler(module) is None
+    optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused or None)
     total = max(int(module.trainer.estimated_stepping_batches), 1)
     scheduler = warmup_cosine(optimizer, hp.warmup_steps, total, hp.min_lr_ratio)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ClipsFusedAdamW:
+    """LightningModule mixin: gradient clipping that also works with the fused AdamW.
+
+    Lightning refuses to clip for any optimizer that "unscales gradients itself" (the fused
+    AdamW) under mixed precision, a rule for float16's GradScaler. Without a scaler (bfloat16 or
+    float32) the gradients are the true ones and clipping them before the step is right, so it
+    is done here with ``torch.nn.utils``, as Lightning's own clipping would; with a scaler the
+    optimizer is not fused and Lightning's path runs.
+    """
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if not getattr(optimizer, "_step_supports_amp_scaling", False) or _grad_scaler(self) is not None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if not gradient_clip_val:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:  # "norm", Lightning's default
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)

@@ -37,7 +37,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from seqmodels.models import DigitClassifier, DigitClassifierConfig
-from seqmodels.tasks.optim import adamw_warmup_cosine
+from seqmodels.tasks.optim import ClipsFusedAdamW, adamw_warmup_cosine
 
 CHECKPOINT_KIND = "sc09_classifier"
 STAT_KEYS = ("train_feature_mean", "train_feature_cov", "train_label_prior", "train_prob_prior", "train_clips")
@@ -94,7 +94,7 @@ def training_statistics(
     }
 
 
-class SC09Classifier(L.LightningModule):
+class SC09Classifier(ClipsFusedAdamW, L.LightningModule):
     """Cross-entropy digit classification of one-second clips (the SC09 scorer).
 
     Logs ``{train,val,test}/loss`` and ``{train,val,test}/acc`` per epoch and

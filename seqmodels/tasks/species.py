@@ -34,7 +34,7 @@ from seqmodels.models import MambaClassifier, MambaConfig
 from seqmodels.models.classifier import POOLINGS, Pooling
 from seqmodels.tasks.lm import CHECKPOINT_KIND as LM_CHECKPOINT_KIND
 from seqmodels.tasks.lm import build_config
-from seqmodels.tasks.optim import adamw_warmup_cosine
+from seqmodels.tasks.optim import ClipsFusedAdamW, adamw_warmup_cosine
 from seqmodels.tasks.writers import flat_predictions, run_dir
 
 CHECKPOINT_KIND = "species_classifier"
@@ -87,7 +87,7 @@ def pretrained_backbone(
     return config, state
 
 
-class SpeciesClassifier(L.LightningModule):
+class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
     """Cross-entropy over species for a window; accuracy, per-class accuracy and confusion matrix.
 
     The backbone comes from ``init_from`` (a pretraining checkpoint: its config and weights; the

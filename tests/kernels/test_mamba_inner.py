@@ -130,11 +130,13 @@ def test_model_mixer_uses_it_and_matches_the_composed_steps(monkeypatch, device:
     real = triton_inner.mamba_inner_triton
     monkeypatch.setattr(triton_inner, "mamba_inner_triton", lambda *a: calls.append(1) or real(*a))
     x = torch.randn(2, 24, 8, device=device)
-    out, out_ref = fused(x), plain(x)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, out_ref = fused(x1), plain(x2)
     assert calls == [1]
     torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-5)
     out.square().sum().backward()
     out_ref.square().sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-5)
     for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
         scale = max(1.0, q.grad.abs().max().item())
         torch.testing.assert_close(p.grad / scale, q.grad / scale, rtol=1e-4, atol=1e-5, msg=name)

@@ -161,3 +161,16 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert ckpt["global_step"] == 6
     with open(run_dir(tmp_path) / "metrics.csv") as f:
         assert any(row.get("val/loss") for row in csv.DictReader(f))
+
+
+@pytest.mark.gpu
+def test_gpu_fit_bf16_clips_with_the_fused_adamw(tmp_path):
+    """On a GPU under bf16-mixed the tasks use the fused AdamW and clip gradients themselves
+    (Lightning refuses to clip for a fused optimizer under mixed precision)."""
+    cli = SeqModelsCLI(args=["fit", *tiny_args(tmp_path, "--trainer.accelerator", "gpu",
+                                               "--trainer.precision", "bf16-mixed",
+                                               "--model.backbone", "{d_model: 32, n_layer: 2, vocab_size: 12}",
+                                               steps=60)])
+    assert cli.trainer.optimizers[0].defaults["fused"]
+    steps = [v for _, v in read_metrics_csv(run_dir(tmp_path) / "metrics.csv")["train/loss_step"]]
+    assert np.mean(steps[-2:]) < np.mean(steps[:2]) - 0.05, "training loss did not fall"
