@@ -50,20 +50,29 @@ def _grad_scaler(module) -> object | None:
     return getattr(module.trainer.precision_plugin, "scaler", None)
 
 
+def _whole_parameters(module) -> bool:
+    """Whether every rank holds whole parameters and gradients (one device, or DDP), so that
+    ``torch.nn.utils`` clipping on this rank's gradients is the clipping of the model's."""
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    return isinstance(module.trainer.strategy, (SingleDeviceStrategy, DDPStrategy))
+
+
 def adamw_warmup_cosine(module, model: nn.Module) -> dict:
     """``configure_optimizers`` of every task: AdamW over :func:`param_groups` of ``model`` and a
     per-step warmup-cosine schedule over the trainer's total steps, from ``module.hparams``
     (``lr``, ``betas``, ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``).
 
-    On CUDA without a float16 GradScaler the fused AdamW (one kernel for every parameter; the
-    multi-tensor one launches several per step, and a short-context training step is partly
-    bound by the host launching kernels). Gradient clipping then goes through
-    :class:`ClipsFusedAdamW`, which every task mixes in.
+    On CUDA, on one device or under DDP, without a float16 GradScaler: the fused AdamW (one
+    kernel for every parameter; the multi-tensor one launches several per step, and a
+    short-context training step is partly bound by the host launching kernels). Gradient
+    clipping then goes through :class:`ClipsFusedAdamW`, which every task mixes in.
     """
     hp = module.hparams
     groups = param_groups(model, hp.weight_decay)
     params = [p for g in groups for p in g["params"]]
-    fused = bool(params) and all(p.is_cuda for p in params) and _grad_scaler(module) is None
+    fused = (bool(params) and all(p.is_cuda for p in params) and _grad_scaler(module) is None
+             and _whole_parameters(module))
     optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused or None)
     total = max(int(module.trainer.estimated_stepping_batches), 1)
     scheduler = warmup_cosine(optimizer, hp.warmup_steps, total, hp.min_lr_ratio)
@@ -76,7 +85,8 @@ class ClipsFusedAdamW:
     Lightning refuses to clip for any optimizer that "unscales gradients itself" (the fused
     AdamW) under mixed precision, a rule for float16's GradScaler. Without a scaler (bfloat16 or
     float32) the gradients are the true ones and clipping them before the step is right, so it
-    is done here with ``torch.nn.utils``, as Lightning's own clipping would; with a scaler the
+    is done here with ``torch.nn.utils``, as Lightning's own clipping would (the optimizer is
+    fused only where each rank holds whole gradients: one device or DDP); with a scaler the
     optimizer is not fused and Lightning's path runs.
     """
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from seqmodels.tasks.optim import ClipsFusedAdamW, adamw_warmup_cosine
 
@@ -17,7 +18,8 @@ class _Task(ClipsFusedAdamW, L.LightningModule):
         self.net = torch.nn.Linear(4, 3)
         self.save_hyperparameters({"lr": 1e-3, "betas": (0.9, 0.95), "weight_decay": 0.1, "warmup_steps": 2,
                                    "min_lr_ratio": 0.1})
-        self._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler), estimated_stepping_batches=10)
+        self._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler), estimated_stepping_batches=10,
+                                        strategy=SingleDeviceStrategy("cpu"))
 
 
 def _with_grads(task: _Task, scale: float) -> list[torch.Tensor]:
@@ -56,3 +58,6 @@ def test_cuda_parameters_get_the_fused_adamw_unless_a_scaler_runs():
     assert adamw_warmup_cosine(task, task.net)["optimizer"].defaults["fused"]
     scaled = _Task(scaler=torch.amp.GradScaler("cuda")).cuda()
     assert not adamw_warmup_cosine(scaled, scaled.net)["optimizer"].defaults["fused"]
+    sharded = _Task().cuda()
+    sharded._trainer.strategy = object()  # e.g. FSDP: gradients sharded across ranks
+    assert not adamw_warmup_cosine(sharded, sharded.net)["optimizer"].defaults["fused"]
