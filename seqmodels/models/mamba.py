@@ -76,13 +76,16 @@ class MixerState:
     ssm: Tensor
 
 
+def _autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """Autocast's dtype on ``x``'s device when autocast is on there, else None."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+
 def _weight_like(weight: Tensor, x: Tensor) -> Tensor:
     """``weight`` in the dtype a matrix product with ``x`` runs in: autocast's when it is on
     (cast once, before broadcasting, so the cast does not materialise a copy per batch row)."""
-    device = x.device.type
-    if torch.is_autocast_enabled(device):
-        return weight.to(torch.get_autocast_dtype(device))
-    return weight.to(x.dtype)
+    return weight.to(_autocast_dtype(x) or x.dtype)
 
 
 def _bmm(weight: Tensor, x: Tensor) -> Tensor:
@@ -389,15 +392,10 @@ class MambaBlock(nn.Module):
     def _residual(self, x: Tensor) -> Tensor:
         return x.float() if self.residual_in_fp32 else x
 
-    @staticmethod
-    def _mixer_dtype(x: Tensor) -> torch.dtype | None:
-        """Under autocast the norm writes the mixer's input dtype directly (no separate cast)."""
-        device = x.device.type
-        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-
     def forward(self, x: Tensor) -> Tensor:
         """[B, L, D] -> [B, L, D]"""
-        return self._residual(x) + self.mixer(self.norm(x, out_dtype=self._mixer_dtype(x)))
+        # Under autocast the norm writes the mixer's input dtype directly (no separate cast).
+        return self._residual(x) + self.mixer(self.norm(x, out_dtype=_autocast_dtype(x)))
 
     def sum_dtype(self, hidden: Tensor, residual: Tensor | None) -> torch.dtype:
         """The residual stream's dtype: float32 with ``residual_in_fp32``, else the promoted one."""
@@ -410,7 +408,7 @@ class MambaBlock(nn.Module):
         state-spaces/mamba): ``s = residual + hidden``, returns ``(mixer(norm(s)), s)``, so
         ``forward(x) == sum(forward_pair(x, None))``. The add and the norm are one fused op
         (:func:`seqmodels.kernels.add_rms_norm`), one kernel each way on CUDA."""
-        normed, s = self.norm.add(hidden, residual, self._mixer_dtype(hidden), self.sum_dtype(hidden, residual))
+        normed, s = self.norm.add(hidden, residual, _autocast_dtype(hidden), self.sum_dtype(hidden, residual))
         return self.mixer(normed), s
 
     def allocate_inference_cache(

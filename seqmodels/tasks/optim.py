@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 
 
@@ -53,8 +54,6 @@ def _grad_scaler(module) -> object | None:
 def _whole_parameters(module) -> bool:
     """Whether every rank holds whole parameters and gradients (one device, or DDP), so that
     ``torch.nn.utils`` clipping on this rank's gradients is the clipping of the model's."""
-    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
-
     return isinstance(module.trainer.strategy, (SingleDeviceStrategy, DDPStrategy))
 
 

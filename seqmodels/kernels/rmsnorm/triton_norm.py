@@ -81,8 +81,8 @@ def _rows(t: Tensor, d: int) -> Tensor:
 
 
 def _forward(x: Tensor, residual: Tensor | None, weight: Tensor, eps: float, out_dtype: torch.dtype,
-             sum_dtype: torch.dtype | None) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """y, the stored sum (None without ``sum_dtype``), the normed input as saved, and 1/rms."""
+             sum_dtype: torch.dtype | None) -> tuple[Tensor, Tensor, Tensor]:
+    """y, the rows the norm read ([rows, D]: the stored sum with ``sum_dtype``, else x), and 1/rms."""
     d = x.shape[-1]
     x2 = _rows(x, d)
     n_rows = x2.shape[0]
@@ -95,7 +95,7 @@ def _forward(x: Tensor, residual: Tensor | None, weight: Tensor, eps: float, out
             x2, _rows(residual, d) if residual is not None else x2, s if s is not None else x2, weight, y, rstd,
             n_rows, d, eps, BLOCK_D=block_d, ROWS=rows, HAS_RES=residual is not None, STORE_SUM=s is not None,
             num_warps=warps)
-    return y, s, (s if s is not None else x2), rstd
+    return y, (s if s is not None else x2), rstd
 
 
 def _backward(dy: Tensor, dsum: Tensor | None, x2: Tensor, weight: Tensor, rstd: Tensor, dx_dtype: torch.dtype,
@@ -118,15 +118,14 @@ def _backward(dy: Tensor, dsum: Tensor | None, x2: Tensor, weight: Tensor, rstd:
 class _RMSNormTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
-        y, _, x2, rstd = _forward(x, None, weight, eps, out_dtype, None)
+        y, x2, rstd = _forward(x, None, weight, eps, out_dtype, None)
         ctx.save_for_backward(x2, weight, rstd)
-        ctx.x_dtype = x.dtype
         return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, dy: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         x2, weight, rstd = ctx.saved_tensors
-        dx, _, dw = _backward(dy, None, x2, weight, rstd, ctx.x_dtype, None)
+        dx, _, dw = _backward(dy, None, x2, weight, rstd, x2.dtype, None)
         dweight = dw.to(weight.dtype) if ctx.needs_input_grad[1] else None
         return dx.reshape(dy.shape), dweight, None, None
 
@@ -135,7 +134,7 @@ class _AddRMSNormTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float, out_dtype: torch.dtype,
                 sum_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        y, s, _, rstd = _forward(hidden, residual, weight, eps, out_dtype, sum_dtype)
+        y, s, rstd = _forward(hidden, residual, weight, eps, out_dtype, sum_dtype)
         ctx.save_for_backward(s, weight, rstd)
         ctx.set_materialize_grads(False)  # the last sum often reaches nothing: no zeros for it
         ctx.dtypes = hidden.dtype, residual.dtype if residual is not None else None
