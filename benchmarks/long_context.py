@@ -5,7 +5,9 @@
 
 Each row times full training steps (bf16 autocast forward, backward, AdamW step) after warm-up,
 with fresh random tokens every step, and reports the peak GPU memory allocated during the timed
-steps and two speeds:
+steps (``peak_gib``; ``reserved_gib`` adds what PyTorch's allocator holds unused, and it is the
+figure for graphed rows, whose activations stay in the graph's memory pool, allocated before the
+timed steps) and two speeds:
 
 - ``step_s`` / ``tokens_per_s``: one step on its own, the GPU idle before it and waited for
   after it (median of ``--steps``). The host's time to launch the first kernels is in it.
@@ -13,12 +15,14 @@ steps and two speeds:
   runs them, with one wait at the end: total time over steps. While the GPU works on one step
   the host already launches the next, so this is the training throughput; it is the larger of
   the GPU's time per step and the host's. ``--profile`` also prints the GPU time of
-one more step by kernel.
+one more step by kernel. ``--cuda-graph`` replays the blocks of rows without checkpointing
+from CUDA graphs (``MambaConfig.cuda_graph``; captured during the warm-up steps).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -47,10 +51,14 @@ DEFAULT_GRID = [  # (preset, L, batch)
 def time_training_step(
     preset: str, length: int, batch: int, scan_impl: str, checkpointing: bool, steps: int, warmup: int,
     task: str = "lm", profile: bool = False, checkpoint_dtype: str = "float32", scan_states: bool = True,
+    cuda_graph: bool = False,
 ) -> dict:
     device = torch.device("cuda")
+    if warmup < 3 and cuda_graph:
+        raise ValueError("cuda_graph: --warmup must be at least 3 (a graph is captured at the second step)")
     config = MambaConfig.from_name(preset, scan_impl=scan_impl, checkpointing=checkpointing,
-                                   checkpoint_dtype=checkpoint_dtype, checkpoint_scan_states=scan_states)
+                                   checkpoint_dtype=checkpoint_dtype, checkpoint_scan_states=scan_states,
+                                   cuda_graph=cuda_graph)
     if task == "lm":
         model = MambaLM(config).to(device).train()
     else:  # the great-apes classifier: 5 classes, last-position pooling
@@ -80,6 +88,7 @@ def time_training_step(
         if i >= warmup:
             times.append(time.perf_counter() - start)
         if i == warmup - 1:
+            torch.cuda.empty_cache()  # reserved memory: what the timed steps need, not the warm-up's cache
             torch.cuda.reset_peak_memory_stats(device)
     step_s = statistics.median(times)
     torch.cuda.synchronize(device)
@@ -99,12 +108,14 @@ def time_training_step(
         "checkpointing": checkpointing,
         "checkpoint_dtype": checkpoint_dtype if checkpointing else None,
         "checkpoint_scan_states": scan_states if checkpointing else None,
+        "cuda_graph": cuda_graph,
         "params": sum(p.numel() for p in model.parameters()),
         "step_s": step_s,
         "tokens_per_s": batch * length / step_s,
         "train_step_s": train_step_s,
         "train_tokens_per_s": batch * length / train_step_s,
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+        "reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30,
         "loss": float(loss),
     }
 
@@ -136,6 +147,8 @@ def main() -> None:
                         help="dtype of the block inputs kept by the checkpoints (MambaConfig.checkpoint_dtype)")
     parser.add_argument("--no-scan-states", action="store_true",
                         help="checkpointing recomputes the scan too (MambaConfig.checkpoint_scan_states=False)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="rows without checkpointing replay the blocks from CUDA graphs (MambaConfig.cuda_graph)")
     parser.add_argument("--task", default="lm", choices=["lm", "classifier"], help="next-base LM or species classifier")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -153,10 +166,11 @@ def main() -> None:
         try:
             row = time_training_step(
                 preset, length, args.batch or batch, args.scan_impl, ckpt, args.steps, args.warmup, args.task,
-                args.profile, args.checkpoint_dtype, not args.no_scan_states,
+                args.profile, args.checkpoint_dtype, not args.no_scan_states, args.cuda_graph and not ckpt,
             )
         except torch.OutOfMemoryError:
             row = {"preset": preset, "L": length, "batch": args.batch or batch, "error": "out of memory"}
+        gc.collect()  # the last row's model, and any CUDA graphs it captured
         torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -165,16 +179,16 @@ def main() -> None:
     print(f"task: {args.task}, checkpointed stream: {args.checkpoint_dtype}, "
           f"scan states kept: {not args.no_scan_states}")
     print("step: one step alone (median); back to back: steps as a training loop runs them (mean)")
-    print(f"{'preset':>6} {'L':>8} {'batch':>5} {'ckpt':>5} {'step s':>8} {'tokens/s':>11} "
-          f"{'b2b step s':>10} {'b2b tokens/s':>12} {'peak GiB':>9}")
+    print(f"{'preset':>6} {'L':>8} {'batch':>5} {'ckpt':>5} {'graph':>5} {'step s':>8} {'tokens/s':>11} "
+          f"{'b2b step s':>10} {'b2b tokens/s':>12} {'peak GiB':>9} {'reserved':>9}")
     for r in rows:
         if "error" in r:
             print(f"{r['preset']:>6} {r['L']:>8} {r['batch']:>5} {'':>5} {r['error']}")
             continue
         print(
-            f"{r['preset']:>6} {r['L']:>8} {r['batch']:>5} {str(r['checkpointing']):>5} "
+            f"{r['preset']:>6} {r['L']:>8} {r['batch']:>5} {str(r['checkpointing']):>5} {str(r['cuda_graph']):>5} "
             f"{r['step_s']:8.3f} {r['tokens_per_s']:11.3e} {r['train_step_s']:10.4f} "
-            f"{r['train_tokens_per_s']:12.3e} {r['peak_gib']:9.2f}"
+            f"{r['train_tokens_per_s']:12.3e} {r['peak_gib']:9.2f} {r['reserved_gib']:9.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

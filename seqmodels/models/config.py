@@ -119,6 +119,11 @@ class MambaConfig:
     # bases) from the forward to the backward, so the recomputation skips the scan and the
     # scan's backward writes its output itself: one scan forward per step instead of two.
     checkpoint_scan_states: bool = True
+    # On CUDA, in training without checkpointing: run the blocks' forward and backward as two
+    # CUDA graphs (captured at the second step of a shape, replayed after), so the host launches
+    # two graphs per step instead of about 900 kernels. For short contexts on one device, where
+    # the host launching kernels bounds the step (see seqmodels/models/cuda_graph.py).
+    cuda_graph: bool = False
     rms_norm_eps: float = 1e-5
     residual_in_fp32: bool = True
     tie_embeddings: bool = True
@@ -148,11 +153,16 @@ class MambaConfig:
             complex=self.complex,
             scan_impl=self.scan_impl,
         )
-        bools = ("checkpointing", "checkpoint_scan_states", "residual_in_fp32", "tie_embeddings",
+        bools = ("checkpointing", "checkpoint_scan_states", "cuda_graph", "residual_in_fp32", "tie_embeddings",
                  "rescale_prenorm_residual")
         for name in bools:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MambaConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.cuda_graph and self.checkpointing:
+            raise ValueError(
+                "MambaConfig: cuda_graph and checkpointing exclude each other (the checkpointed blocks "
+                "recompute their forward inside the backward, which is not captured); set one of them to false"
+            )
         if self.checkpoint_dtype not in CHECKPOINT_DTYPES:
             raise ValueError(
                 f"MambaConfig.checkpoint_dtype must be one of {CHECKPOINT_DTYPES}, got {self.checkpoint_dtype!r}"

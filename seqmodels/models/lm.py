@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from seqmodels.models.checkpointing import checkpoint_block
 from seqmodels.models.config import MambaConfig
+from seqmodels.models.cuda_graph import GraphedFunction
 from seqmodels.models.mamba import Mamba, MambaBlock, MixerState, RMSNorm
 
 InferenceCache = list[MixerState]
@@ -59,6 +60,12 @@ class MambaBackbone(nn.Module):
         self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model)
         self.layers = nn.ModuleList(MambaBlock(config.d_model, **config.mixer_kwargs()) for _ in range(config.n_layer))
         self.norm_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+        self._graphed: GraphedFunction | None = None  # config.cuda_graph: built at the first training call
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_graphed"] = None  # CUDA graphs are not copied or pickled; a copy captures its own
+        return state
 
     def forward(self, input_ids: Tensor) -> Tensor:
         """[B, L] int64 -> [B, L, D] (final-normed, in the norm weight's dtype)."""
@@ -72,8 +79,17 @@ class MambaBackbone(nn.Module):
                     x = x.to(torch.bfloat16)  # what the checkpoint keeps; the block upcasts it
                 x = checkpoint_block(layer, x, keep_scan_states=self.config.checkpoint_scan_states)
             return self.norm_f(x)
-        # Each block's residual add is fused into the next norm (MambaBlock.forward_pair): the
-        # stream s = residual + hidden is written once per block, and its gradient once.
+        if self.config.cuda_graph and self.training and torch.is_grad_enabled() and x.is_cuda:
+            if self._graphed is None:
+                self._graphed = GraphedFunction(self, "_blocks", exclude=("embedding.",))
+            return self._graphed(x)
+        return self._blocks(x)
+
+    def _blocks(self, x: Tensor) -> Tensor:
+        """The blocks and the final norm: embedded [B, L, D] -> final-normed [B, L, D].
+
+        Each block's residual add is fused into the next norm (MambaBlock.forward_pair): the
+        stream s = residual + hidden is written once per block, and its gradient once."""
         hidden, residual = x, None
         for layer in self.layers:
             hidden, residual = layer.forward_pair(hidden, residual)

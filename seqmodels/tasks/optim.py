@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 
+from seqmodels.models.lm import MambaBackbone
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Split parameters into a decayed and a non-decayed group.
@@ -57,6 +59,16 @@ def _whole_parameters(module) -> bool:
     return isinstance(module.trainer.strategy, (SingleDeviceStrategy, DDPStrategy))
 
 
+def _check_cuda_graph(module, model: nn.Module) -> None:
+    """A backbone with ``cuda_graph`` trains on one device only: say so before the first step."""
+    graphed = any(isinstance(m, MambaBackbone) and m.config.cuda_graph for m in model.modules())
+    if graphed and module.trainer.world_size > 1:
+        raise ValueError(
+            f"model.backbone.cuda_graph: CUDA graphs are captured for one device, but the trainer runs "
+            f"{module.trainer.world_size} processes; set cuda_graph to false for multi-device training"
+        )
+
+
 def adamw_warmup_cosine(module, model: nn.Module) -> dict:
     """``configure_optimizers`` of every task: AdamW over :func:`param_groups` of ``model`` and a
     per-step warmup-cosine schedule over the trainer's total steps, from ``module.hparams``
@@ -67,6 +79,7 @@ def adamw_warmup_cosine(module, model: nn.Module) -> dict:
     short-context training step is partly bound by the host launching kernels). Gradient
     clipping then goes through :class:`ClipsFusedAdamW`, which every task mixes in.
     """
+    _check_cuda_graph(module, model)
     hp = module.hparams
     groups = param_groups(model, hp.weight_decay)
     params = [p for g in groups for p in g["params"]]

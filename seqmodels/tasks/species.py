@@ -40,7 +40,8 @@ from seqmodels.tasks.writers import flat_predictions, run_dir
 CHECKPOINT_KIND = "species_classifier"
 # Backbone fields that change how the pretrained network runs, never its weights' shapes or
 # values; the only ones that may be set together with ``init_from``.
-RUNTIME_FIELDS: tuple[str, ...] = ("scan_impl", "checkpointing", "checkpoint_dtype", "checkpoint_scan_states")
+RUNTIME_FIELDS: tuple[str, ...] = ("scan_impl", "checkpointing", "checkpoint_dtype", "checkpoint_scan_states",
+                                   "cuda_graph")
 SPLITS = ("train", "val", "test")
 
 
@@ -79,7 +80,9 @@ def pretrained_backbone(
             f"model.backbone sets {bad} together with model.init_from ({path}): the pretrained "
             f"checkpoint fixes the architecture; only {list(RUNTIME_FIELDS)} may be given"
         )
-    config = MambaConfig.from_dict({**meta["config"], **(overrides or {})})
+    # cuda_graph is not inherited: pretraining at short contexts may use it, fine-tuning at long
+    # ones checkpoints blocks, and the two exclude each other.
+    config = MambaConfig.from_dict({**meta["config"], "cuda_graph": False, **(overrides or {})})
     prefix = "model.backbone."
     state = {"backbone." + k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     if not state:
@@ -112,8 +115,7 @@ class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
         preset: a named backbone size ("1.4m", "7m", "40.7m") when training from scratch.
         backbone: MambaConfig fields: the whole shape when training from scratch (overriding the
             preset), or only runtime fields (``scan_impl``, ``checkpointing``, ``checkpoint_dtype``,
-            ``checkpoint_scan_states``)
-            with ``init_from``.
+            ``checkpoint_scan_states``, ``cuda_graph``) with ``init_from``.
         class_names: species names in class order; None takes them from the datamodule.
         pooling: ``"last"`` position (causal model, as in the paper) or ``"mean"``.
         lr: peak learning rate of AdamW (the paper's fine-tuning: 1e-4).

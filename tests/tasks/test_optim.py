@@ -61,3 +61,16 @@ def test_cuda_parameters_get_the_fused_adamw_unless_a_scaler_runs():
     sharded = _Task().cuda()
     sharded._trainer.strategy = object()  # e.g. FSDP: gradients sharded across ranks
     assert not adamw_warmup_cosine(sharded, sharded.net)["optimizer"].defaults["fused"]
+
+
+def test_cuda_graph_backbone_refuses_several_devices():
+    from seqmodels.models import MambaConfig
+    from seqmodels.models.lm import MambaBackbone
+
+    task = _Task()
+    task.net = MambaBackbone(MambaConfig(d_model=16, n_layer=1, vocab_size=12, cuda_graph=True))
+    task._trainer.world_size = 2
+    with pytest.raises(ValueError, match="cuda_graph: CUDA graphs are captured for one device.*2 processes"):
+        adamw_warmup_cosine(task, task.net)
+    task._trainer.world_size = 1
+    adamw_warmup_cosine(task, task.net)
