@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from seqmodels.models import DigitClassifier, DigitClassifierConfig
+from seqmodels.tasks.next_token import TokenWeightedMean
 from seqmodels.tasks.optim import ClipsFusedAdamW, adamw_warmup_cosine
 
 CHECKPOINT_KIND = "sc09_classifier"
@@ -127,7 +127,7 @@ class SC09Classifier(ClipsFusedAdamW, L.LightningModule):
         self.config = DigitClassifierConfig(**(network or {}))
         self.model = DigitClassifier(self.config)
         # ModuleDict keys must not shadow nn.Module.train, hence the suffixes.
-        self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in _SPLITS})
+        self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": TokenWeightedMean() for s in _SPLITS})
         self.accuracy = torch.nn.ModuleDict(
             {f"{s}_acc": MulticlassAccuracy(self.config.num_classes, average="micro") for s in _SPLITS}
         )

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seqmodels.checkpoint import read_checkpoint
@@ -34,6 +33,7 @@ from seqmodels.models import MambaClassifier, MambaConfig
 from seqmodels.models.classifier import POOLINGS, Pooling
 from seqmodels.tasks.lm import CHECKPOINT_KIND as LM_CHECKPOINT_KIND
 from seqmodels.tasks.lm import build_config
+from seqmodels.tasks.next_token import TokenWeightedMean
 from seqmodels.tasks.optim import ClipsFusedAdamW, adamw_warmup_cosine
 from seqmodels.tasks.writers import flat_predictions, run_dir
 
@@ -176,7 +176,7 @@ class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
         if self._pretrained is not None:
             self.model.load_backbone(self._pretrained)
             self._pretrained = None  # the weights now live in the model
-        self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in SPLITS})
+        self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": TokenWeightedMean() for s in SPLITS})
         # ModuleDict keys must not shadow nn.Module.train, hence the suffix.
         self.confmat = torch.nn.ModuleDict({f"{s}_cm": MulticlassConfusionMatrix(k) for s in SPLITS})
 
@@ -216,7 +216,8 @@ class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
         self.log(f"{split}/loss", self.mean_loss[f"{split}_loss"], on_step=False, on_epoch=True, prog_bar=True)
         if split == "train":
             self.log("train/loss_step", loss.detach(), on_step=True)
-            self.log("train/acc_step", (preds == labels).float().mean(), on_step=True, prog_bar=True)
+            # not on the progress bar: reading it there would wait for the GPU after every batch
+            self.log("train/acc_step", (preds == labels).float().mean(), on_step=True)
         return loss
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
