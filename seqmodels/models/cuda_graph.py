@@ -32,9 +32,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-
-def _autocast_key(device: torch.device) -> torch.dtype | None:
-    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+from seqmodels.models.mamba import _autocast_dtype
 
 
 def _autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -169,13 +167,14 @@ class GraphedFunction:
         module = self._module()
         fn = getattr(module, self.method)
         params = {n: p for n, p in module.named_parameters() if not n.startswith(self.exclude)}
-        key = (tuple(x.shape), x.dtype, x.device, x.requires_grad, _autocast_key(x.device),
+        autocast = _autocast_dtype(x)
+        key = (tuple(x.shape), x.dtype, x.device, x.requires_grad, autocast,
                tuple((p.data_ptr(), p.dtype, p.requires_grad) for p in params.values()))
         if key != self.key:
             if key != self.pending:
                 self.pending = key
                 return fn(x)
             self.capture, self.key = None, None  # free the old graph's memory before capturing
-            self.capture = _Capture(fn, module, params, x, _autocast_key(x.device), self.warmup)
+            self.capture = _Capture(fn, module, params, x, autocast, self.warmup)
             self.key, self.pending = key, None
         return _Replay.apply(self.capture, x, *self.capture.trained)

@@ -17,7 +17,7 @@ from seqmodels.tasks.optim import ClipsFusedAdamW
 
 class TokenWeightedMean(Metric):
     """``sum(value * weight) / sum(weight)`` over the updates, summed over ranks at ``compute``
-(weights: tokens scored in the next-token tasks, windows or clips in the classifiers).
+    (weights: tokens scored in the next-token tasks, windows or clips in the classifiers).
 
     Unlike torchmetrics' ``MeanMetric`` it never reads a value back to the host on ``update``
     (its NaN check does, which makes every training step wait for the GPU); a NaN loss is not
