@@ -13,8 +13,10 @@ Every run is a ``seqmodels fit`` and a ``seqmodels test`` subprocess on
 ``configs/dna/species_tiny.yaml`` with command-line overrides; the exact commands are printed
 and stored in the JSON. Batches hold ``--tokens-per-batch`` bases (batch = tokens // L, at
 least 1) unless ``--batch-size`` fixes the batch, so that each length costs about the same time
-per step. Output: a table on stdout and ``<out>/species_context.json`` with, per length, the
-test accuracy, per-class accuracy, steps, batch, and the fit and test wall times.
+per step. ``--test-lengths`` tests every trained model at several window lengths (a mean-pooled
+classifier reads any length), ``--ckpt best`` the checkpoint of best validation accuracy. Output:
+a table on stdout and ``<out>/species_context.json`` with, per training length, steps, batch, fit
+time and, per test length, the test accuracy, loss, per-class accuracy and test time.
 """
 
 from __future__ import annotations
@@ -65,18 +67,19 @@ def _round_to(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
 
 
-def run_commands(args: argparse.Namespace, length: int, out_dir: Path) -> tuple[list[str], list[str], int]:
-    """The ``fit`` and ``test`` argument lists for one length, and the batch size used."""
-    batch = args.batch_size or max(1, args.tokens_per_batch // length)
+def _batch(args: argparse.Namespace, length: int) -> int:
+    return args.batch_size or max(1, args.tokens_per_batch // length)
+
+
+def _common(args: argparse.Namespace, length: int, out_dir: Path, name: str) -> list[str]:
+    """Data, trainer and logger arguments shared by ``fit`` and ``test`` at window length ``length``."""
     k = len(strains_in(args.genome_dir))
-    # One epoch that ends exactly at max_steps, so validation and the checkpoints come at the end.
-    train_samples = _round_to(args.max_steps * batch, k)
-    common = [
+    return [
         "--config", CONFIG,
         "--data.genomes", genomes_arg(args.genome_dir),
         "--data.split_fractions", "[0.8, 0.1, 0.1]",
         "--data.seq_len", str(length),
-        "--data.batch_size", str(batch),
+        "--data.batch_size", str(_batch(args, length)),
         "--data.num_workers", str(args.num_workers),
         "--data.val_samples", str(_round_to(args.val_samples, k)),
         "--data.test_samples", str(_round_to(args.test_samples, k)),
@@ -84,8 +87,20 @@ def run_commands(args: argparse.Namespace, length: int, out_dir: Path) -> tuple[
         "--trainer.precision", args.precision,
         "--trainer.enable_progress_bar", "false",
         "--trainer.logger.init_args.save_dir", str(out_dir / "runs"),
-        "--trainer.logger.init_args.name", f"L{length}",
+        "--trainer.logger.init_args.name", name,
     ]
+
+
+def run_commands(
+    args: argparse.Namespace, length: int, out_dir: Path, test_lengths: list[int] | None = None
+) -> tuple[list[str], list[list[str]], int]:
+    """The ``fit`` argument list for training at ``length``, one ``test`` argument list per test
+    length (default: ``length`` alone), and the training batch size."""
+    batch = _batch(args, length)
+    k = len(strains_in(args.genome_dir))
+    # One epoch that ends exactly at max_steps, so validation and the checkpoints come at the end.
+    train_samples = _round_to(args.max_steps * batch, k)
+    common = _common(args, length, out_dir, f"L{length}")
     if args.init_from is not None:
         model = ["--model.init_from", str(args.init_from), "--model.backbone", args.backbone or "null"]
     elif args.backbone is not None:
@@ -97,15 +112,18 @@ def run_commands(args: argparse.Namespace, length: int, out_dir: Path) -> tuple[
         "--model.lr", str(args.lr if args.lr is not None else (1e-4 if args.init_from else 2e-3)),
         "--model.warmup_steps", str(max(1, args.max_steps // 10)),
         "--model.pooling", args.pooling,
+        "--model.pool_norm", args.pool_norm,
         "--data.train_samples_per_epoch", str(train_samples),
         "--trainer.max_epochs", "1",
         "--trainer.max_steps", str(args.max_steps),
         "--seed_everything", str(args.seed),
     ]
-    ckpt = out_dir / "runs" / f"L{length}" / "version_0" / "checkpoints" / "last.ckpt"
-    # The checkpoint carries the resolved backbone and classes: no model arguments needed.
-    test = ["test", *common, "--ckpt_path", str(ckpt)]
-    return fit, test, batch
+    ckpt = out_dir / "runs" / f"L{length}" / "version_0" / "checkpoints" / f"{args.ckpt}.ckpt"
+    # The checkpoint carries the resolved backbone and classes: no model arguments needed. The
+    # test windows have their own length: a mean-pooled classifier reads any length.
+    tests = [["test", *_common(args, t, out_dir, f"L{length}_test{t}"), "--ckpt_path", str(ckpt)]
+             for t in (test_lengths or [length])]
+    return fit, tests, batch
 
 
 def _run(argv: list[str], log: Path) -> float:
@@ -127,21 +145,28 @@ def measure(args: argparse.Namespace, length: int) -> dict:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    fit, test, batch = run_commands(args, length, out_dir)
+    test_lengths = args.test_lengths or [length]
+    fit, tests, batch = run_commands(args, length, out_dir, test_lengths)
     fit_s = _run(fit, out_dir / "fit.log")
-    test_s = _run(test, out_dir / "test.log")
-    series = read_metrics_csv(out_dir / "runs" / f"L{length}" / "version_1" / "metrics.csv")
-    per_class = {s: series[f"test/acc_{s}"][-1][1] for s in strains_in(args.genome_dir) if f"test/acc_{s}" in series}
+    results = {}
+    for t, test in zip(test_lengths, tests):
+        test_s = _run(test, out_dir / f"test{t}.log")
+        series = read_metrics_csv(out_dir / "runs" / f"L{length}_test{t}" / "version_0" / "metrics.csv")
+        per_class = {s: series[f"test/acc_{s}"][-1][1] for s in strains_in(args.genome_dir) if f"test/acc_{s}" in series}
+        results[t] = {
+            "test_acc": series["test/acc"][-1][1],
+            "test_loss": series["test/loss"][-1][1],
+            "per_class_acc": per_class,
+            "test_s": round(test_s, 1),
+        }
     return {
         "L": length,
         "batch": batch,
         "steps": args.max_steps,
-        "test_acc": series["test/acc"][-1][1],
-        "test_loss": series["test/loss"][-1][1],
-        "per_class_acc": per_class,
+        "checkpoint": args.ckpt,
+        "tests": [{"L": t, **r} for t, r in results.items()],
         "fit_s": round(fit_s, 1),
-        "test_s": round(test_s, 1),
-        "commands": ["seqmodels " + shlex.join(fit), "seqmodels " + shlex.join(test)],
+        "commands": ["seqmodels " + shlex.join(c) for c in (fit, *tests)],
     }
 
 
@@ -149,6 +174,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="context lengths")
+    p.add_argument("--test-lengths", type=int, nargs="+",
+                   help="window lengths to test every trained model at (default: its training length)")
+    p.add_argument("--ckpt", default="last", choices=["last", "best"],
+                   help="checkpoint to test: the last, or the best by validation accuracy")
     p.add_argument("--max-steps", type=int, default=1000, help="optimizer steps per length (the budget)")
     p.add_argument("--tokens-per-batch", type=int, default=2**16, help="bases per batch (batch = this // L)")
     p.add_argument("--batch-size", type=int, help="fixed batch size for every length (overrides tokens)")
@@ -157,6 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "--init-from only scan_impl/checkpointing)")
     p.add_argument("--init-from", type=Path, help="pretraining (dna_lm) checkpoint to fine-tune")
     p.add_argument("--pooling", default="last", choices=["last", "mean"], help="classifier pooling")
+    p.add_argument("--pool-norm", default="none", choices=["none", "batch"],
+                   help="standardise the pooled features before the head (batch statistics)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3 from scratch, 1e-4 fine-tuning)")
     p.add_argument("--genome-dir", type=Path, default=REPO / "data/species/full/aureus")
     p.add_argument("--val-samples", type=int, default=250)
@@ -171,8 +202,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.batch_size is not None and args.batch_size < 1:
         p.error("--batch-size must be positive")
-    if any(n < 1 for n in args.lengths):
-        p.error(f"--lengths must be positive, got {args.lengths}")
+    for name in ("lengths", "test_lengths"):
+        if any(n < 1 for n in getattr(args, name) or []):
+            p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.init_from is not None and not args.init_from.is_file():
         p.error(f"--init-from: checkpoint not found: {args.init_from}")
     args.genome_dir = args.genome_dir.resolve()
@@ -190,7 +222,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for length in args.lengths:
         rows.append(measure(args, length))
         r = rows[-1]
-        print(f"L={length}: test accuracy {r['test_acc']:.3f} ({r['fit_s']:.0f} s fit)", flush=True)
+        accs = ", ".join(f"{t['test_acc']:.3f} at {t['L']}" for t in r["tests"])
+        print(f"L={length}: test accuracy {accs} ({r['fit_s']:.0f} s fit)", flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     strains = strains_in(args.genome_dir)
     report = {"device": device, "genome_dir": str(args.genome_dir), "strains": list(strains), "chance": 1 / len(strains), "rows": rows,
@@ -198,9 +231,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "species_context.json").write_text(json.dumps(report, indent=2))
     print(f"\n{args.genome_dir.name} strain classification, {len(strains)} classes (chance {1 / len(strains):.0%}), {device}")
-    print(f"{'L':>8}  {'batch':>5}  {'steps':>5}  {'test acc':>8}  {'fit s':>6}")
+    print(f"{'train L':>8}  {'batch':>5}  {'steps':>5}  {'fit s':>6}  {'test L':>8}  {'test acc':>8}  {'test loss':>9}")
     for r in rows:
-        print(f"{r['L']:>8}  {r['batch']:>5}  {r['steps']:>5}  {r['test_acc']:>8.3f}  {r['fit_s']:>6.0f}")
+        for i, t in enumerate(r["tests"]):
+            lead = f"{r['L']:>8}  {r['batch']:>5}  {r['steps']:>5}  {r['fit_s']:>6.0f}" if i == 0 else " " * 29
+            print(f"{lead}  {t['L']:>8}  {t['test_acc']:>8.3f}  {t['test_loss']:>9.3f}")
     print(f"wrote {args.out / 'species_context.json'}")
     return rows
 

@@ -51,7 +51,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         from seqmodels.models import MambaClassifier, MambaConfig
 
         config = MambaConfig.from_dict(meta["config"])
-        model = MambaClassifier(config, len(meta["class_names"]), meta["pooling"])
+        model = MambaClassifier(config, len(meta["class_names"]), meta["pooling"], meta.get("pool_norm", "none"))
         # The class order of the logits, for users of the plain module.
         model.class_names = list(meta["class_names"])
     elif kind == "waveform_lm":

@@ -30,7 +30,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from seqmodels.checkpoint import read_checkpoint
 from seqmodels.data.callbacks import SeqLenWarmup
 from seqmodels.models import MambaClassifier, MambaConfig
-from seqmodels.models.classifier import POOLINGS, Pooling
+from seqmodels.models.classifier import POOL_NORMS, POOLINGS, PoolNorm, Pooling
 from seqmodels.tasks.lm import CHECKPOINT_KIND as LM_CHECKPOINT_KIND
 from seqmodels.tasks.lm import build_config
 from seqmodels.tasks.next_token import TokenWeightedMean
@@ -118,6 +118,8 @@ class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
             ``checkpoint_scan_states``, ``cuda_graph``) with ``init_from``.
         class_names: species names in class order; None takes them from the datamodule.
         pooling: ``"last"`` position (causal model, as in the paper) or ``"mean"``.
+        pool_norm: ``"batch"`` standardises the pooled features before the head (batch
+            statistics; training batches of at least 2 windows), ``"none"`` feeds them raw.
         lr: peak learning rate of AdamW (the paper's fine-tuning: 1e-4).
         weight_decay: AdamW weight decay (not on norms, biases, A_log, D, dt bias).
         betas: AdamW betas.
@@ -132,6 +134,7 @@ class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
         backbone: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
         pooling: Pooling = "last",
+        pool_norm: PoolNorm = "none",
         lr: float = 1e-4,
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
@@ -141,6 +144,8 @@ class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pool_norm not in POOL_NORMS:
+            raise ValueError(f"model.pool_norm must be one of {POOL_NORMS}, got {pool_norm!r}")
         if class_names is not None and (len(class_names) < 2 or len(set(class_names)) != len(class_names)):
             raise ValueError(f"model.class_names must hold at least 2 distinct names, got {class_names!r}")
         self.save_hyperparameters()
@@ -172,7 +177,7 @@ class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
         k = len(class_names)
         self.class_names = class_names
         self.hparams["class_names"] = class_names  # saved with checkpoints
-        self.model = MambaClassifier(self.config, k, self.hparams.pooling)
+        self.model = MambaClassifier(self.config, k, self.hparams.pooling, self.hparams.pool_norm)
         if self._pretrained is not None:
             self.model.load_backbone(self._pretrained)
             self._pretrained = None  # the weights now live in the model
@@ -191,6 +196,12 @@ class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
             raise ValueError(
                 f"the model's classes {self.class_names} differ from the datamodule's species {names} "
                 f"(data.genomes); they must be the same names in the same order"
+            )
+        batch_size = getattr(datamodule, "batch_size", None)
+        if stage == "fit" and self.hparams.pool_norm == "batch" and isinstance(batch_size, int) and batch_size < 2:
+            raise ValueError(
+                f"model.pool_norm 'batch' trains on batch statistics, which need data.batch_size >= 2 "
+                f"(got {batch_size}); use pool_norm 'none' at batch size 1"
             )
         if self.model is not None and self.device.type != "cpu":
             self.model.to(self.device)  # built after Lightning moved the module
@@ -272,6 +283,7 @@ class SpeciesClassifier(ClipsFusedAdamW, L.LightningModule):
             "config": self.config.to_dict(),
             "class_names": list(self.class_names or []),
             "pooling": self.hparams.pooling,
+            "pool_norm": self.hparams.pool_norm,
         }
         # Self-contained hyper-parameters: --ckpt_path (which LightningCLI also reads them from)
         # and load_from_checkpoint rebuild the same network without the pretraining file.

@@ -58,8 +58,37 @@ def test_load_backbone_from_lm():
 
 
 @pytest.mark.parametrize(
-    "kwargs, field", [({"num_classes": 1}, "num_classes"), ({"num_classes": 3, "pooling": "max"}, "pooling")]
+    "kwargs, field",
+    [({"num_classes": 1}, "num_classes"), ({"num_classes": 3, "pooling": "max"}, "pooling"),
+     ({"num_classes": 3, "pool_norm": "layer"}, "pool_norm")],
 )
 def test_validation(kwargs, field):
     with pytest.raises(ValueError, match=rf"MambaClassifier\.{field}"):
         MambaClassifier(_config(), **kwargs)
+
+
+def test_batch_pool_norm_standardises_pooled_features():
+    """Training: the head sees each pooled feature standardised over the batch; evaluation: by the
+    moving averages, which the training batches moved towards their statistics."""
+    torch.manual_seed(0)
+    model = MambaClassifier(_config(), num_classes=3, pooling="mean", pool_norm="batch")
+    ids = torch.randint(0, 12, (6, 20))
+    seen = []
+    model.head.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    model.train()(ids)
+    z = seen[-1]
+    assert torch.allclose(z.mean(0), torch.zeros(16), atol=1e-5)
+    assert torch.allclose(z.var(0, unbiased=False), torch.ones(16), atol=1e-2)
+    pooled = model.pool(model.backbone(ids)).detach()
+    assert torch.allclose(model.norm.running_mean, 0.05 * pooled.mean(0), atol=1e-6)
+    model.eval()(ids)
+    expected = (pooled - model.norm.running_mean) / torch.sqrt(model.norm.running_var + model.norm.eps)
+    assert torch.allclose(seen[-1], expected, atol=1e-5)
+    assert not any(p.requires_grad for p in model.norm.parameters())  # no affine parameters
+
+
+def test_batch_pool_norm_rejects_a_training_batch_of_one():
+    model = MambaClassifier(_config(), num_classes=3, pooling="mean", pool_norm="batch")
+    with pytest.raises(ValueError, match="at least 2 windows"):
+        model.train()(torch.randint(0, 12, (1, 20)))
+    assert model.eval()(torch.randint(0, 12, (1, 20))).shape == (1, 3)  # evaluation reads any batch

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from benchmarks import species_context
+from seqmodels import load_checkpoint
 from tests.species_task.conftest import REPO, STRAINS
 
 
@@ -19,17 +20,26 @@ def test_species_context_benchmark_runs_fit_and_test_per_length(tmp_path, capsys
         os.symlink(REPO / f"data/species/aureus_{strain}.fa", genome_dir / f"{strain}.fa")
     out = tmp_path / "bench"
     rows = species_context.main([
-        "--lengths", "256", "512", "--max-steps", "20", "--tokens-per-batch", "2560",
+        "--lengths", "256", "512", "--test-lengths", "256", "1024", "--max-steps", "20", "--tokens-per-batch", "2560",
+        "--pooling", "mean", "--pool-norm", "batch", "--ckpt", "best",
         "--backbone", "{d_model: 16, n_layer: 1, vocab_size: 12, scan_impl: torch}",
         "--val-samples", "25", "--test-samples", "50", "--genome-dir", str(genome_dir), "--out", str(out),
     ])
     text = capsys.readouterr().out
     assert [r["L"] for r in rows] == [256, 512] and [r["batch"] for r in rows] == [10, 5]
     for r in rows:
-        assert 0.0 <= r["test_acc"] <= 1.0 and set(r["per_class_acc"]) == set(STRAINS)
-        assert r["commands"][0].startswith("seqmodels fit --config configs/dna/species_tiny.yaml")
-        assert r["commands"][0] in text and r["commands"][1] in text
-        assert (out / f"L{r['L']}" / "runs" / f"L{r['L']}" / "version_1" / "confusion_test.csv").is_file()
+        assert [t["L"] for t in r["tests"]] == [256, 1024] and r["checkpoint"] == "best"
+        for t in r["tests"]:  # every trained model is tested at each test length
+            assert 0.0 <= t["test_acc"] <= 1.0 and set(t["per_class_acc"]) == set(STRAINS)
+            run = out / f"L{r['L']}" / "runs" / f"L{r['L']}_test{t['L']}" / "version_0"
+            assert (run / "confusion_test.csv").is_file()
+        fit, *tests = r["commands"]
+        assert fit.startswith("seqmodels fit --config configs/dna/species_tiny.yaml") and "--model.pool_norm batch" in fit
+        assert len(tests) == 2 and all(c in text for c in r["commands"])
+        assert "--data.seq_len 1024" in tests[1] and tests[1].endswith("checkpoints/best.ckpt")
+        # the standardisation's moving averages travel with the checkpoint
+        model, _ = load_checkpoint(out / f"L{r['L']}" / "runs" / f"L{r['L']}" / "version_0" / "checkpoints" / "best.ckpt")
+        assert model.pool_norm == "batch" and model.norm.num_batches_tracked > 0
     report = json.loads((out / "species_context.json").read_text())
     assert report["rows"] == rows and report["chance"] == pytest.approx(0.2)
 

@@ -105,6 +105,7 @@ def test_checkpoint_carries_the_classifier_section_and_loads_without_lightning(t
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     meta = ckpt["seqmodels"]
     assert meta["kind"] == CHECKPOINT_KIND and meta["class_names"] == STRAINS and meta["pooling"] == "last"
+    assert meta["pool_norm"] == "none"
     assert meta["config"]["d_model"] == TINY_BACKBONE["d_model"]
     assert ckpt["hyper_parameters"]["class_names"] == STRAINS and ckpt["hyper_parameters"]["init_from"] is None
     model, config = seqmodels.load_checkpoint(ckpt_path)
