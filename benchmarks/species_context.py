@@ -14,7 +14,10 @@ Every run is a ``seqmodels fit`` and a ``seqmodels test`` subprocess on
 and stored in the JSON. Batches hold ``--tokens-per-batch`` bases (batch = tokens // L, at
 least 1) unless ``--batch-size`` fixes the batch, so that each length costs about the same time
 per step. ``--test-lengths`` tests every trained model at several window lengths (a mean-pooled
-classifier reads any length), ``--ckpt best`` the checkpoint of best validation accuracy. Output:
+classifier reads any length), ``--ckpt best`` the checkpoint of best validation accuracy;
+``--val-length`` validates on windows of that length (so that ``best`` is chosen at a long
+context without touching the test split) every ``--val-every`` steps, and ``--rc-aug``
+reverse-complements half the training windows. Output:
 a table on stdout and ``<out>/species_context.json`` with, per training length, steps, batch, fit
 time and, per test length, the test accuracy, loss, per-class accuracy and test time.
 """
@@ -114,6 +117,9 @@ def run_commands(
         "--model.pooling", args.pooling,
         "--model.pool_norm", args.pool_norm,
         "--data.train_samples_per_epoch", str(train_samples),
+        *(["--data.eval_seq_len", str(args.val_length)] if args.val_length else []),
+        *(["--data.rc_aug", "true"] if args.rc_aug else []),
+        *(["--trainer.val_check_interval", str(args.val_every)] if args.val_every else []),
         "--trainer.max_epochs", "1",
         "--trainer.max_steps", str(args.max_steps),
         "--seed_everything", str(args.seed),
@@ -178,6 +184,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="window lengths to test every trained model at (default: its training length)")
     p.add_argument("--ckpt", default="last", choices=["last", "best"],
                    help="checkpoint to test: the last, or the best by validation accuracy")
+    p.add_argument("--val-length", type=int,
+                   help="validation window length during fit (default: the training length)")
+    p.add_argument("--val-every", type=int, help="validate every N steps (default: once, at the end)")
+    p.add_argument("--rc-aug", action="store_true", help="reverse-complement half the training windows")
     p.add_argument("--max-steps", type=int, default=1000, help="optimizer steps per length (the budget)")
     p.add_argument("--tokens-per-batch", type=int, default=2**16, help="bases per batch (batch = this // L)")
     p.add_argument("--batch-size", type=int, help="fixed batch size for every length (overrides tokens)")
@@ -200,8 +210,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("max_steps", "tokens_per_batch", "val_samples", "test_samples"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be positive")
-    if args.batch_size is not None and args.batch_size < 1:
-        p.error("--batch-size must be positive")
+    for name in ("batch_size", "val_length", "val_every"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.val_every is not None and args.val_every > args.max_steps:
+        p.error(f"--val-every ({args.val_every}) is more than --max-steps ({args.max_steps})")
     for name in ("lengths", "test_lengths"):
         if any(n < 1 for n in getattr(args, name) or []):
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")

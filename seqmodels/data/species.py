@@ -53,7 +53,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seqmodels.data.fasta import FastaFile, check_fasta_file
-from seqmodels.data.tokenizer import A_ID, T_ID, DNATokenizer
+from seqmodels.data.tokenizer import A_ID, T_ID, DNATokenizer, reverse_complement_ids
 
 DEFAULT_EXCLUDE: tuple[str, ...] = (
     "chrY", "Y",  # absent from female assemblies: would tell the classes apart by sex
@@ -223,6 +223,9 @@ class SpeciesWindowDataset(Dataset):
         max_n_frac: largest allowed fraction of non-ACGT bases in a window.
         max_retries: redraws of an N-heavy window before a RuntimeError.
         rank, world_size: this process' shard; ``None`` reads torch.distributed.
+        rc_aug: reverse-complement each window with probability 1/2 (training split only: an
+            error otherwise). The coin comes from its own generator seeded like the window's,
+            so the windows drawn are the same with and without it.
 
     Items (``dataset[i]`` or ``dataset[(epoch, i)]``): ``{"input_ids": LongTensor [L],
     "labels": LongTensor []}`` (the class id). ``dataset.epoch`` is used for a plain index.
@@ -240,9 +243,14 @@ class SpeciesWindowDataset(Dataset):
         max_retries: int = 100,
         rank: int | None = None,
         world_size: int | None = None,
+        rc_aug: bool = False,
     ) -> None:
         if split not in _SPLIT_CODE:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if rc_aug and split != "train":
+            raise ValueError(
+                f"rc_aug is for the training split only (validation and test windows are fixed), got split {split!r}"
+            )
         if list(genomes) != list(regions):
             raise ValueError(
                 f"genomes and regions must list the same species in the same order, got {list(genomes)} and {list(regions)}"
@@ -268,6 +276,7 @@ class SpeciesWindowDataset(Dataset):
         self.seq_len, self.split, self.seed = seq_len, split, seed
         self.max_n_frac, self.max_retries = max_n_frac, max_retries
         self.rank, self.world_size = rank, world_size
+        self.rc_aug = rc_aug
         self.num_samples = num_samples
         self.per_rank = num_samples // world_size
         self.epoch = 0
@@ -309,8 +318,17 @@ class SpeciesWindowDataset(Dataset):
         """The coordinates of item ``index`` (reads the sequence, to apply the N filter)."""
         return self._load(index)[0]
 
+    def flips(self, index: int | tuple[int, int]) -> bool:
+        """Whether item ``index`` is reverse-complemented (always False without ``rc_aug``)."""
+        if not self.rc_aug:
+            return False
+        epoch, j = self._resolve(index)
+        return bool(np.random.default_rng([self.seed, _SPLIT_CODE[self.split], epoch, j, 1]).random() < 0.5)
+
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Tensor]:
         w, ids = self._load(index)
+        if self.flips(index):
+            ids = reverse_complement_ids(ids)
         return {"input_ids": torch.from_numpy(ids), "labels": torch.tensor(w.label, dtype=torch.long)}
 
 
@@ -452,9 +470,11 @@ class GreatApesDataModule(L.LightningDataModule):
 
     Args:
         genomes: species name -> FASTA path (``--data.genomes``); the order gives the class ids.
-        seq_len: window length; validation, test and prediction keep this configured length
-            (``eval_seq_len``), while :meth:`set_seq_len` changes the training length
-            (``seq_len``) for sequence-length warmup (:class:`~seqmodels.data.callbacks.SeqLenWarmup`).
+        seq_len: training window length; :meth:`set_seq_len` changes it for sequence-length
+            warmup (:class:`~seqmodels.data.callbacks.SeqLenWarmup`).
+        eval_seq_len: window length of validation, test and prediction; default ``seq_len``
+            as configured (warmup does not move it). A mean-pooled classifier reads any length,
+            so it can be trained on short windows and validated on long ones.
         batch_size: windows per batch (per rank).
         num_workers: DataLoader worker processes.
         val_chroms, test_chroms: species -> sequence names held out whole (see the module
@@ -466,6 +486,8 @@ class GreatApesDataModule(L.LightningDataModule):
         max_n_frac: largest fraction of non-ACGT bases in a window (more is redrawn).
         exclude: shell patterns of sequence names to drop (``[]`` keeps everything).
         seed: fixes validation/test windows; training windows use ``(seed, epoch)``.
+        rc_aug: reverse-complement training windows with probability 1/2 (the strand of a
+            genome assembly is arbitrary).
         predict_fasta, predict_bed, predict_stride: windows for ``predict`` (see
             :class:`WindowTileDataset`); ``predict_fasta`` defaults to nothing.
 
@@ -491,6 +513,8 @@ class GreatApesDataModule(L.LightningDataModule):
         predict_fasta: str | None = None,
         predict_bed: str | None = None,
         predict_stride: int | None = None,
+        eval_seq_len: int | None = None,
+        rc_aug: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(genomes, Mapping) or len(genomes) < 2:
@@ -519,7 +543,9 @@ class GreatApesDataModule(L.LightningDataModule):
             split_fractions = _check_fractions(split_fractions)
         samples = {"train_samples_per_epoch": train_samples_per_epoch, "val_samples": val_samples,
                    "test_samples": test_samples}
-        for arg, value in {"seq_len": seq_len, "batch_size": batch_size, **samples}.items():
+        eval_seq_len = seq_len if eval_seq_len is None else eval_seq_len
+        for arg, value in {"seq_len": seq_len, "eval_seq_len": eval_seq_len, "batch_size": batch_size,
+                           **samples}.items():
             if value < 1:
                 raise ValueError(f"{arg} must be positive, got {value}")
         for arg, value in samples.items():
@@ -535,7 +561,8 @@ class GreatApesDataModule(L.LightningDataModule):
         self.class_names = list(genomes)
         self.val_chroms, self.test_chroms = val_chroms, test_chroms
         self.split_fractions = split_fractions
-        self.seq_len, self.eval_seq_len = seq_len, seq_len
+        self.seq_len, self.eval_seq_len = seq_len, eval_seq_len
+        self.rc_aug = rc_aug
         self.batch_size, self.num_workers = batch_size, num_workers
         self.samples = {"train": train_samples_per_epoch, "val": val_samples, "test": test_samples}
         self.max_n_frac, self.exclude, self.seed = max_n_frac, tuple(exclude), seed
@@ -564,6 +591,7 @@ class GreatApesDataModule(L.LightningDataModule):
         return SpeciesWindowDataset(
             self.fastas, {s: self.regions[s][split] for s in self.class_names}, seq_len, self.samples[split],
             split=split, seed=self.seed, max_n_frac=self.max_n_frac, rank=rank, world_size=world,
+            rc_aug=self.rc_aug and split == "train",
         )
 
     def setup(self, stage: str | None = None) -> None:

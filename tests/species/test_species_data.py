@@ -20,7 +20,7 @@ from seqmodels.data.species import (
     collate_windows,
     species_regions,
 )
-from seqmodels.data.tokenizer import A_ID, N_ID, T_ID
+from seqmodels.data.tokenizer import A_ID, N_ID, T_ID, reverse_complement_ids
 
 REPO = Path(__file__).resolve().parents[2]
 STRAINS = ["COL", "JKD6008", "N315", "RF122", "USA300_FPR3757"]
@@ -255,6 +255,8 @@ def test_set_seq_len_rebuilds_training_windows_and_checks_length(apes):
         pytest.param({"test_chroms": {"human": ["chr2"], "chimp": ["chr3"], "gorilla": ["chr4"]}}, ValueError,
                      "'chr2' is held out for both val and test", id="held-out-twice"),
         pytest.param({"val_chroms": None, "test_chroms": None}, ValueError, "has no split", id="no-split"),
+        pytest.param({"eval_seq_len": 7000}, ValueError, "species 'human', split 'val'.*7000", id="eval-len-too-long"),
+        pytest.param({"eval_seq_len": 0}, ValueError, "eval_seq_len must be positive", id="eval-len-zero"),
         pytest.param({"val_chroms": None, "test_chroms": None, "split_fractions": (0.5, 0.5, 0.5)}, ValueError,
                      "summing to 1", id="bad-fractions"),
     ],
@@ -361,3 +363,40 @@ def test_sequence_length_warmup_callback_lengthens_training_windows(apes):
     seen = _fit(dm, 3, callbacks=[warmup], reload_dataloaders_every_n_epochs=1).seen
     assert [seen[e][0].shape[1] for e in range(3)] == [64, 128, 256]
     assert dm.eval_seq_len == 256 and dm.datasets["val"].seq_len == 256
+
+
+def test_rc_aug_flips_about_half_the_training_windows_and_never_moves_them(apes):
+    plain, aug = make_dm(apes, train_samples_per_epoch=300), make_dm(apes, train_samples_per_epoch=300, rc_aug=True)
+    a, b = plain.datasets["train"], aug.datasets["train"]
+    assert all_windows(a) == all_windows(b)  # the coin has its own generator
+    flipped = 0
+    for i in range(len(b)):
+        x, y = a[(0, i)], b[(0, i)]
+        assert x["labels"] == y["labels"]
+        if b.flips((0, i)):
+            flipped += 1
+            assert torch.equal(y["input_ids"], reverse_complement_ids(x["input_ids"]))
+        else:
+            assert torch.equal(y["input_ids"], x["input_ids"])
+    assert 100 < flipped < 200  # Binomial(300, 1/2)
+    # the coins change with the epoch, and are fixed by (seed, epoch, index)
+    assert [b.flips((0, i)) for i in range(60)] != [b.flips((1, i)) for i in range(60)]
+    assert [b.flips((0, i)) for i in range(60)] == [make_dm(apes, rc_aug=True).datasets["train"].flips((0, i)) for i in range(60)]
+    # validation and test windows are never flipped
+    for split in ("val", "test"):
+        assert not aug.datasets[split].rc_aug
+        assert torch.equal(aug.datasets[split][0]["input_ids"], plain.datasets[split][0]["input_ids"])
+    with pytest.raises(ValueError, match="rc_aug is for the training split only"):
+        SpeciesWindowDataset(aug.fastas, {s: aug.regions[s]["val"] for s in aug.class_names}, 64, 3, split="val",
+                             rc_aug=True, rank=0, world_size=1)
+
+
+def test_eval_seq_len_sets_validation_test_and_predict_windows(apes):
+    dm = make_dm(apes, seq_len=128, eval_seq_len=512, predict_fasta=apes["human"])
+    assert dm.datasets["train"].seq_len == 128 and dm.datasets["train"][0]["input_ids"].shape == (128,)
+    for split in ("val", "test"):
+        assert dm.datasets[split].seq_len == 512 and dm.datasets[split][0]["input_ids"].shape == (512,)
+    assert next(iter(dm.predict_dataloader()))["input_ids"].shape[1] == 512
+    # training-length changes (warmup) leave the evaluation length alone
+    dm.set_seq_len(256)
+    assert dm.datasets["train"].seq_len == 256 and dm.eval_seq_len == 512
