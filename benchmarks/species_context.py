@@ -101,7 +101,7 @@ def run_commands(
     length (default: ``length`` alone), and the training batch size."""
     batch = _batch(args, length)
     k = len(strains_in(args.genome_dir))
-    # One epoch that ends exactly at max_steps, so validation and the checkpoints come at the end.
+    # One epoch that ends exactly at max_steps, so the last validation and checkpoints come at the end.
     train_samples = _round_to(args.max_steps * batch, k)
     common = _common(args, length, out_dir, f"L{length}")
     if args.init_from is not None:
