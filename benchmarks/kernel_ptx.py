@@ -33,12 +33,12 @@ import sys
 _DIVISIBLE = {"dim", "L", "n_tiles", "dstate", "group_b", "group_c", "sB0", "sB1", "sB2", "sBri",
               "sC0", "sC1", "sC2", "sCri", "n_slots"}
 # Pointer arguments a one-chunk launch without initial or final state passes as None.
-_ABSENT = {"fwd": {"hin_ptr", "last_ptr"}, "bwd": {"cin_ptr", "dinit_ptr", "y_ptr"}}
+_ABSENT = {"fwd": {"hin_ptr", "last_ptr"}, "fwd2": {"hin_ptr", "last_ptr"}, "bwd": {"cin_ptr", "dinit_ptr", "y_ptr"}}
 _LOW_PRECISION = {"u_ptr", "delta_ptr", "z_ptr", "dout_ptr", "y_ptr", "du_ptr", "ddelta_ptr", "dz_ptr"}
 
 
 def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: int | None,
-                   save_states: bool, num_warps: int, split: int = 1):
+                   save_states: bool, num_warps: int, split: int = 1, maxnreg: int | None = None):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -47,16 +47,22 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
 
     from seqmodels.kernels.selective_scan import triton_scan as ts
 
-    fn = ts._scan1_fwd_kernel if role == "fwd" else ts._scan1_bwd_kernel
+    fn = {"fwd": ts._scan1_fwd_kernel, "fwd2": ts._scan2_fwd_kernel, "bwd": ts._scan1_bwd_kernel}[role]
     consts = dict(
         IS_COMPLEX=is_complex, VAR_B=True, VAR_C=True, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
         SOFTPLUS=True, HAS_HIN=role == "bwd", HAS_CIN=False, WRITE_DINIT=False, WRITE_Y=False, WRITE_LAST=False,
+        P=tile // (32 * num_warps),  # fwd2: a row of P positions per thread
         WRITE_STATES=save_states, BLOCK_N=16, BLOCK_T=tile, TILES=4096 // tile,
         N_UNROLL=unroll or (ts._FWD_N_UNROLL if role == "fwd" else ts._BWD_N_UNROLL),
         PREFETCH=ts._PREFETCH and not is_complex, SPLIT=split,
         # The launcher's rule (16-bit inputs), applied to an empty tensor of the chosen dtype.
-        FAST_TRIG=ts._fast_trig(torch.empty(0, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)),
+        FAST_MATH=ts._fast_math(torch.empty(0, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)),
     )
+    options = dict(num_warps=num_warps)
+    if maxnreg is None and role == "fwd2":
+        maxnreg = ts._FWD_MAXNREG  # the launcher's cap
+    if maxnreg:
+        options["maxnreg"] = maxnreg
     names = fn.arg_names
     consts = {k: v for k, v in consts.items() if k in names}
     consts.update({n: None for n in _ABSENT[role] if n in names})
@@ -73,7 +79,7 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
              if n not in consts and (n.endswith("_ptr") or n in _DIVISIBLE)}
     return triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=num_warps))
+                          options=options)
 
 
 def ptxas_counts(ptx: str) -> tuple[str, str]:
@@ -97,8 +103,9 @@ def ptxas_counts(ptx: str) -> tuple[str, str]:
     return (regs[0] if regs else "n/a"), (spill[0] if spill else "n/a")
 
 
-def state_loop_ops(ptx: str) -> collections.Counter:
-    """Opcode counts of the depth-2 loop (the loop over state indices inside the tile loop).
+def state_loop_ops(ptx: str, depth: int = 2) -> collections.Counter:
+    """Opcode counts of the loop of depth ``depth``: 2, the loop over state indices inside the
+    tile loop; 1, the tile loop (the two-pass forward, whose state loop is unrolled).
 
     LLVM annotates every basic block of a loop in the PTX: the header with "Loop Header:
     Depth=d", the other blocks with "in Loop: Header=BBx Depth=d", and the headers of nested
@@ -115,7 +122,7 @@ def state_loop_ops(ptx: str) -> collections.Counter:
                 blocks[-1][1].append(s)
         elif blocks and s and s[0] not in "${}.":
             blocks[-1][2].append(s)
-    headers = [lab for lab, notes, _ in blocks if any("Loop Header: Depth=2" in n for n in notes)]
+    headers = [lab for lab, notes, _ in blocks if any(f"Loop Header: Depth={depth}" in n for n in notes)]
     if not headers:
         return collections.Counter()
     inner = {headers[0]}
@@ -138,7 +145,11 @@ def state_loop_ops(ptx: str) -> collections.Counter:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kernels", nargs="+", default=["fwd", "bwd"], choices=["fwd", "bwd"])
+    p.add_argument("--kernels", nargs="+", default=["fwd", "bwd"], choices=["fwd", "fwd2", "bwd"],
+                   help="fwd2: the two-pass forward, its state loop unrolled in the tile loop (counts "
+                        "are that loop's divided by the 16 state indices)")
+    p.add_argument("--maxnreg", type=int, help="register cap passed to the compiler (fwd2: default "
+                   "the launcher's)")
     p.add_argument("--tile", type=int, default=128, help="positions per tile (power of two, >= 32)")
     p.add_argument("--complex", action="store_true", help="complex scan")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="u, delta, z, y dtype")
@@ -156,10 +167,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for role in args.kernels:
         k = compile_kernel(role, args.tile, args.complex, args.dtype, args.unroll, not args.no_states,
-                           args.num_warps, args.split if role == "fwd" else 1)
+                           args.num_warps, args.split if role != "bwd" else 1, args.maxnreg)
         ptx, ttgir = k.asm["ptx"], k.asm["ttgir"]
         regs, spill = ptxas_counts(ptx)
-        ops = state_loop_ops(ptx)
+        ops = state_loop_ops(ptx, 1 if role == "fwd2" else 2)
+        if role == "fwd2":
+            ops = collections.Counter({k: round(v / 16, 1) for k, v in ops.items()})
         rows.append(dict(kernel=role, registers=regs, spill_bytes=spill, shared_bytes=k.metadata.shared,
                          convert_layout=ttgir.count("ttg.convert_layout"), loop_ops=sum(ops.values()),
                          loop_shuffles=ops.get("shfl", 0), loop_mix=dict(ops.most_common(12))))

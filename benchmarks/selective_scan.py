@@ -2,11 +2,15 @@
 
     python -m benchmarks.selective_scan                 # every shape, impls triton and torch
     python -m benchmarks.selective_scan --impls triton --shapes 0 3
+    python -m benchmarks.selective_scan --impls triton cuda --reference-src ~/src/mamba
 
 Shapes are those of the speed targets (batch, dim, N, L, complex, dtype). Inputs are random
 (never zeros), B and C input-dependent, with D, z, delta_bias and softplus as in a Mamba block.
 Forward is timed alone; backward is timed as (forward + backward) minus forward, each the median
 of ``--reps`` runs timed with CUDA events after a warm-up call (fewer when one call takes seconds).
+``cuda`` is the reference kernel of state-spaces/mamba, built from a checkout of its sources
+(``--reference-src``, kept outside this repository; see ``benchmarks/reference_scan.py``) and timed
+the same way in the same run; without it the table compares with that kernel's recorded times.
 """
 
 from __future__ import annotations
@@ -62,17 +66,24 @@ def make_inputs(batch: int, dim: int, n: int, length: int, is_complex: bool, dty
 
 def bench(impl: str, shape: tuple, reps: int) -> tuple[float, float]:
     inputs = make_inputs(*shape)
-    y = selective_scan(**inputs, impl=impl)
+    if impl == "cuda":
+        from benchmarks.reference_scan import reference_scan
+
+        def scan():
+            return reference_scan(**inputs)
+    else:
+        def scan():
+            return selective_scan(**inputs, impl=impl)
+    y = scan()
     dy = torch.randn_like(y)
     grads = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
 
     def fwd():
         with torch.no_grad():
-            selective_scan(**inputs, impl=impl)
+            scan()
 
     def fwd_bwd():
-        out = selective_scan(**inputs, impl=impl)
-        torch.autograd.grad(out, grads, dy)
+        torch.autograd.grad(scan(), grads, dy)
 
     # few repetitions when one call is slow (the torch path)
     t_fwd = median_cuda_ms(fwd, reps, budget_ms=2000)
@@ -82,7 +93,9 @@ def bench(impl: str, shape: tuple, reps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--impls", nargs="+", default=["triton", "torch"], choices=["triton", "torch"])
+    parser.add_argument("--impls", nargs="+", default=["triton", "torch"], choices=["triton", "torch", "cuda"],
+                        help="cuda: the reference kernel, built from --reference-src")
+    parser.add_argument("--reference-src", type=Path, help="a checkout of state-spaces/mamba (for --impls cuda)")
     parser.add_argument("--shapes", type=int, nargs="*", help="indices into the shape list")
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions per measurement (the median is kept)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -100,6 +113,12 @@ def main() -> None:
         triton_scan._BWD_N_UNROLL = args.bwd_unroll
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.selective_scan needs a CUDA GPU")
+    if "cuda" in args.impls:
+        if args.reference_src is None:
+            raise SystemExit("--impls cuda needs --reference-src (a checkout of state-spaces/mamba)")
+        from benchmarks.reference_scan import build
+
+        build(args.reference_src)
 
     rows = []
     for i, shape in enumerate(SHAPES):
@@ -122,6 +141,15 @@ def main() -> None:
         ref = f"{ref_f}/{ref_b}"
         ratio = f"{r['fwd_ms'] / ref_f:.2f}/{r['bwd_ms'] / ref_b:.2f}"
         print(f"{head} {r['fwd_ms']:8.2f} {r['bwd_ms']:8.2f} {ref:>12} {ratio:>14}")
+    cuda = {r["shape"]: r for r in rows if r["impl"] == "cuda" and "error" not in r}
+    if cuda:
+        print("\nours / reference, both measured in this run:")
+        for r in rows:
+            ref = cuda.get(r["shape"])
+            if r["impl"] != "cuda" and ref is not None and "error" not in r:
+                b, d, n, length, cplx, dtype = SHAPES[r["shape"]]
+                print(f"{f'{b},{d},{n},{length}':>22} {'complex' if cplx else 'real':>8} {str(dtype)[6:]:>9} "
+                      f"{r['impl']:>7}  fwd {r['fwd_ms'] / ref['fwd_ms']:.2f}  bwd {r['bwd_ms'] / ref['bwd_ms']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

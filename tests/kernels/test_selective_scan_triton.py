@@ -195,6 +195,39 @@ def test_triton_scan_matches_reference(case: Case, device: torch.device) -> None
     check_case(case, device)
 
 
+@pytest.mark.parametrize("case", _cpu_cases()[::3])
+def test_triton_scan_two_pass_forward_matches_reference(case: Case, monkeypatch, device: torch.device) -> None:
+    """The two-pass forward (_scan2_fwd_kernel), forced for every call, on a third of the grid
+    (real and complex, every dtype, B / C layout and flag, chunks with carried states; the training
+    forward saves its tile states for the backward, which the gradients check)."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_FWD_TWO_PASS", True)
+    check_case(case, device)
+
+
+def test_triton_scan_two_pass_rule(monkeypatch) -> None:
+    """The launcher takes the two-pass forward for real scans with 16-bit inputs, forward alone,
+    one chunk per row; True / False force it either way."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    class P:
+        n_chunks = 1
+
+    bf16, fp32 = torch.zeros(1, dtype=torch.bfloat16), torch.zeros(1, dtype=torch.float32)
+    assert triton_scan._two_pass(False, bf16, False, P())
+    assert not triton_scan._two_pass(True, bf16, False, P())  # complex
+    assert not triton_scan._two_pass(False, fp32, False, P())  # fp32
+    assert not triton_scan._two_pass(False, bf16, True, P())  # a backward follows
+    P.n_chunks = 2
+    assert not triton_scan._two_pass(False, bf16, False, P())  # chunked
+    monkeypatch.setattr(triton_scan, "_FWD_TWO_PASS", True)
+    assert triton_scan._two_pass(True, fp32, True, P())
+    monkeypatch.setattr(triton_scan, "_FWD_TWO_PASS", False)
+    P.n_chunks = 1
+    assert not triton_scan._two_pass(False, bf16, False, P())
+
+
 def test_triton_scan_single_chunk_and_default_chunk(device: torch.device) -> None:
     """One chunk covers the whole sequence (no carry passes), with the default chunk length."""
     check_case(Case(batch=2, dim=3, dstate=2, L=5, chunk=None, dtype="fp32", b="const", c="var",
@@ -284,14 +317,17 @@ def test_triton_scan_multi_tile_chunks(case: Case, nan_empty, device: torch.devi
     check_case(case, device)
 
 
+@pytest.mark.parametrize("two_pass", [False, True])
 @pytest.mark.parametrize("tiles, is_complex", [(4.5, False), (4, False), (4.5, True)])
-def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float, is_complex: bool, monkeypatch,
-                                                                   nan_empty, device: torch.device) -> None:
+def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float, is_complex: bool, two_pass: bool,
+                                                                   monkeypatch, nan_empty, device: torch.device) -> None:
     """A training forward over one chunk (real, or complex with 16-bit inputs) runs on tiles of
     two backward tiles and saves the state at each tile's middle: y and every saved state equal
     those of single tiles (an odd tile count leaves the last forward tile without a middle state
-    to save)."""
+    to save). Both forward kernels."""
     from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_FWD_TWO_PASS", two_pass)
 
     bt = triton_scan._scan_tile(True, is_complex, False)  # the backward's tile: 16 interpreted, 128 compiled
     L = int(tiles * bt)
@@ -317,18 +353,18 @@ def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-6)
 
 
-def test_triton_scan_fast_trig_only_for_16_bit_inputs(monkeypatch) -> None:
-    """Compiled complex scans take the hardware cos / sin approximations for bf16 / fp16 inputs
-    only; fp32 inputs and the interpreter keep the accurate functions (the GPU rows above check
-    both kinds against float64)."""
+def test_triton_scan_fast_math_only_for_16_bit_inputs(monkeypatch) -> None:
+    """Compiled scans take the hardware approximations (cos / sin of complex scans, the log of
+    softplus) for bf16 / fp16 inputs only; fp32 inputs and the interpreter keep the accurate
+    functions (the GPU rows above check both kinds against float64)."""
     from seqmodels.kernels.selective_scan import triton_scan
 
     monkeypatch.setattr(triton_scan, "_interpreting", lambda: False)
-    assert triton_scan._fast_trig(torch.zeros(1, dtype=torch.bfloat16))
-    assert triton_scan._fast_trig(torch.zeros(1, dtype=torch.float16))
-    assert not triton_scan._fast_trig(torch.zeros(1, dtype=torch.float32))
+    assert triton_scan._fast_math(torch.zeros(1, dtype=torch.bfloat16))
+    assert triton_scan._fast_math(torch.zeros(1, dtype=torch.float16))
+    assert not triton_scan._fast_math(torch.zeros(1, dtype=torch.float32))
     monkeypatch.setattr(triton_scan, "_interpreting", lambda: True)
-    assert not triton_scan._fast_trig(torch.zeros(1, dtype=torch.bfloat16))
+    assert not triton_scan._fast_math(torch.zeros(1, dtype=torch.bfloat16))
 
 
 def test_triton_scan_launch_heuristics() -> None:
