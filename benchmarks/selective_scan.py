@@ -64,7 +64,7 @@ def make_inputs(batch: int, dim: int, n: int, length: int, is_complex: bool, dty
     )
 
 
-def bench(impl: str, shape: tuple, reps: int) -> tuple[float, float]:
+def bench(impl: str, shape: tuple, reps: int, device_time: bool = False) -> tuple[float, float]:
     inputs = make_inputs(*shape)
     if impl == "cuda":
         from benchmarks.reference_scan import reference_scan
@@ -86,8 +86,8 @@ def bench(impl: str, shape: tuple, reps: int) -> tuple[float, float]:
         torch.autograd.grad(scan(), grads, dy)
 
     # few repetitions when one call is slow (the torch path)
-    t_fwd = median_cuda_ms(fwd, reps, budget_ms=2000)
-    t_all = median_cuda_ms(fwd_bwd, reps, budget_ms=2000)
+    t_fwd = median_cuda_ms(fwd, reps, budget_ms=2000, device_time=device_time)
+    t_all = median_cuda_ms(fwd_bwd, reps, budget_ms=2000, device_time=device_time)
     return t_fwd, t_all - t_fwd
 
 
@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--shapes", type=int, nargs="*", help="indices into the shape list")
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions per measurement (the median is kept)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--device-time", action="store_true",
+                        help="time the GPU's work alone: each timed call is queued behind a sleep "
+                             "kernel, so the time the host takes to launch it is not counted")
     parser.add_argument("--train-tile", type=int, help="override the Triton scan's tile when a backward follows")
     parser.add_argument("--fwd-unroll", type=int, help="override the state indices per forward loop iteration")
     parser.add_argument("--bwd-unroll", type=int, help="override the state indices per backward loop iteration")
@@ -125,9 +128,11 @@ def main() -> None:
         if args.shapes and i not in args.shapes:
             continue
         for impl in args.impls:
-            rows.append(bench_row(i, impl, lambda: dict(zip(("fwd_ms", "bwd_ms"), bench(impl, shape, args.reps)))))
+            rows.append(bench_row(i, impl, lambda: dict(zip(("fwd_ms", "bwd_ms"),
+                                                            bench(impl, shape, args.reps, args.device_time)))))
 
-    print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
+    timing = "GPU time alone (--device-time)" if args.device_time else "whole calls, host launch included"
+    print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}  ({timing})")
     print(f"{'batch,dim,N,L':>22} {'scan':>8} {'dtype':>9} {'impl':>7} {'fwd ms':>8} {'bwd ms':>8} {'ref fwd/bwd':>12} {'ratio fwd/bwd':>14}")
     for r in rows:
         b, d, n, length, cplx, dtype = SHAPES[r["shape"]]

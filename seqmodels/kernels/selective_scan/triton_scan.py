@@ -1011,7 +1011,8 @@ _PREFETCH = True
 # A real training forward with one chunk per row runs on tiles of 2 x 128 positions, saving the
 # state at each tile's middle too, so the backward keeps its 128-position tiles.
 _FWD_SPLIT = True
-# Complex scans with 16-bit inputs take the hardware cos / sin approximations (see _cos_sin).
+# Scans with 16-bit inputs take the hardware approximations: cos / sin in complex scans (see
+# _cos_sin), the log of softplus in the two-pass forward (see _softplus).
 _FAST_MATH = True
 # The forward alone of a real scan with 16-bit inputs over one chunk per row runs in two passes
 # per thread (_scan2_fwd_kernel), capped at 96 registers; everything else on _scan1_fwd_kernel.
@@ -1031,15 +1032,18 @@ def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
 
 
 def _rows_p(block_t: int) -> int:
-    """Positions per row of the two-pass forward: a row per thread of the program's warps (4
-    positions on the interpreter's small tiles)."""
+    """Positions per row of the two-pass forward: a row per thread of the program's warps (at
+    most 4 positions on the interpreter's small tiles). A tile keeps at least two rows, so that
+    with double tiles the middle state (after row R / 2 - 1) exists."""
     if _interpreting():
-        return min(4, block_t)
+        return min(4, max(1, block_t // 2))
     return max(1, block_t // (32 * _FWD_WARPS))
 
 
 def _fast_math(u: Tensor) -> bool:
     return _FAST_MATH and u.element_size() == 2 and not _interpreting()
+
+
 # Sequence parallelism: one chunk per row while batch x dim gives at least _ONE_CHUNK_PER_SM
 # programs per SM, else chunks enough for _MIN_PER_SM (the chunk pass costs about as much as a
 # scan, so splitting only pays when the grid would otherwise leave SMs idle).
