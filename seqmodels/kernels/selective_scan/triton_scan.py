@@ -560,9 +560,8 @@ def _scan2_fwd_kernel(
     positions, two passes per thread (section comment above); arguments and outputs as
     :func:`_scan1_fwd_kernel`. With ``SPLIT = 2`` the state at each tile's middle (after row
     R / 2 - 1) is saved too."""
-    pid_k = tl.program_id(0)
-    d = tl.program_id(1)
-    pid_b = tl.program_id(2)
+    pid_k, d, pid_b, _offs_n, _loc_t, _mask_n, chan, row = _channel_program(dim, L, dstate, BLOCK_N,
+                                                                            BLOCK_T)
     R: tl.constexpr = BLOCK_T // P
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
     r = tl.arange(0, R)
@@ -570,8 +569,6 @@ def _scan2_fwd_kernel(
     loc = r[:, None] * P + p[None, :]
     lane0 = r == 0
     rot = (r + R - 1) % R
-    chan = (pid_b * dim + d).to(tl.int64)
-    row = chan * L
     bias = _scalar(bias_ptr, d, HAS_BIAS)
     Dv = _scalar(D_ptr, d, HAS_D)
     b_base = _bc_base(pid_b, d, sB0, sB1, group_b, VAR_B)
