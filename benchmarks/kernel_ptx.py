@@ -33,7 +33,8 @@ import sys
 _DIVISIBLE = {"dim", "L", "n_tiles", "dstate", "group_b", "group_c", "sB0", "sB1", "sB2", "sBri",
               "sC0", "sC1", "sC2", "sCri", "n_slots"}
 # Pointer arguments a one-chunk launch without initial or final state passes as None.
-_ABSENT = {"fwd": {"hin_ptr", "last_ptr"}, "fwd2": {"hin_ptr", "last_ptr"}, "bwd": {"cin_ptr", "dinit_ptr", "y_ptr"}}
+_ABSENT = {"fwd": {"hin_ptr", "last_ptr"}, "fwd2": {"hin_ptr", "last_ptr"}, "bwd": {"cin_ptr", "dinit_ptr", "y_ptr"},
+           "bwd2": {"cin_ptr", "dinit_ptr", "y_ptr"}}
 _LOW_PRECISION = {"u_ptr", "delta_ptr", "z_ptr", "dout_ptr", "y_ptr", "du_ptr", "ddelta_ptr", "dz_ptr"}
 
 
@@ -47,11 +48,12 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
 
     from seqmodels.kernels.selective_scan import triton_scan as ts
 
-    fn = {"fwd": ts._scan1_fwd_kernel, "fwd2": ts._scan2_fwd_kernel, "bwd": ts._scan1_bwd_kernel}[role]
+    fn = {"fwd": ts._scan1_fwd_kernel, "fwd2": ts._scan2_fwd_kernel, "bwd": ts._scan1_bwd_kernel,
+          "bwd2": ts._scan2_bwd_kernel}[role]
     consts = dict(
         IS_COMPLEX=is_complex, VAR_B=True, VAR_C=True, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
-        SOFTPLUS=True, HAS_HIN=role == "bwd", HAS_CIN=False, WRITE_DINIT=False, WRITE_Y=False, WRITE_LAST=False,
-        P=tile // (32 * num_warps),  # fwd2: a row of P positions per thread
+        SOFTPLUS=True, HAS_HIN=role.startswith("bwd"), HAS_CIN=False, WRITE_DINIT=False, WRITE_Y=False, WRITE_LAST=False,
+        P=tile // (32 * num_warps),  # fwd2, bwd2: a row of P positions per thread
         WRITE_STATES=save_states, BLOCK_N=16, BLOCK_T=tile, TILES=4096 // tile,
         N_UNROLL=unroll or (ts._FWD_N_UNROLL if role == "fwd" else ts._BWD_N_UNROLL),
         PREFETCH=ts._PREFETCH and not is_complex, SPLIT=split,
@@ -59,8 +61,8 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
         FAST_MATH=ts._fast_math(torch.empty(0, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)),
     )
     options = dict(num_warps=num_warps)
-    if maxnreg is None and role == "fwd2":
-        maxnreg = ts._FWD_MAXNREG  # the launcher's cap
+    if maxnreg is None and role in ("fwd2", "bwd2"):
+        maxnreg = ts._FWD_MAXNREG if role == "fwd2" else ts._BWD_MAXNREG  # the launcher's cap
     if maxnreg:
         options["maxnreg"] = maxnreg
     names = fn.arg_names
@@ -145,11 +147,11 @@ def state_loop_ops(ptx: str, depth: int = 2) -> collections.Counter:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kernels", nargs="+", default=["fwd", "bwd"], choices=["fwd", "fwd2", "bwd"],
-                   help="fwd2: the two-pass forward, its state loop unrolled in the tile loop (counts "
-                        "are that loop's divided by the 16 state indices)")
-    p.add_argument("--maxnreg", type=int, help="register cap passed to the compiler (fwd2: default "
-                   "the launcher's)")
+    p.add_argument("--kernels", nargs="+", default=["fwd", "bwd"], choices=["fwd", "fwd2", "bwd", "bwd2"],
+                   help="fwd2 / bwd2: the two-pass kernels (fwd2's state loop is unrolled in the tile "
+                        "loop: its counts are that loop's divided by the 16 state indices)")
+    p.add_argument("--maxnreg", type=int, help="register cap passed to the compiler (fwd2, bwd2: "
+                   "default the launcher's)")
     p.add_argument("--tile", type=int, default=128, help="positions per tile (power of two, >= 32)")
     p.add_argument("--complex", action="store_true", help="complex scan")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="u, delta, z, y dtype")
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for role in args.kernels:
         k = compile_kernel(role, args.tile, args.complex, args.dtype, args.unroll, not args.no_states,
-                           args.num_warps, args.split if role != "bwd" else 1, args.maxnreg)
+                           args.num_warps, args.split if not role.startswith("bwd") else 1, args.maxnreg)
         ptx, ttgir = k.asm["ptx"], k.asm["ttgir"]
         regs, spill = ptxas_counts(ptx)
         ops = state_loop_ops(ptx, 1 if role == "fwd2" else 2)

@@ -105,6 +105,13 @@ def main() -> None:
     parser.add_argument("--train-tile", type=int, help="override the Triton scan's tile when a backward follows")
     parser.add_argument("--fwd-unroll", type=int, help="override the state indices per forward loop iteration")
     parser.add_argument("--bwd-unroll", type=int, help="override the state indices per backward loop iteration")
+    parser.add_argument("--fwd-two-pass", choices=["auto", "on", "off"], default="auto",
+                        help="the forward kernel: two passes per thread (on, also for the training "
+                             "forward), version 4 (off), or the launcher's rule")
+    parser.add_argument("--bwd-two-pass", choices=["auto", "on", "off"], default="auto",
+                        help="the backward kernel: two passes per thread (on), version 4 (off), or the "
+                             "launcher's rule")
+    parser.add_argument("--bwd-maxnreg", type=int, help="register cap of the two-pass backward")
     args = parser.parse_args()
     from seqmodels.kernels.selective_scan import triton_scan
 
@@ -114,6 +121,12 @@ def main() -> None:
         triton_scan._FWD_N_UNROLL = args.fwd_unroll
     if args.bwd_unroll:
         triton_scan._BWD_N_UNROLL = args.bwd_unroll
+    if args.fwd_two_pass != "auto":
+        triton_scan._FWD_TWO_PASS = args.fwd_two_pass == "on"
+    if args.bwd_two_pass != "auto":
+        triton_scan._BWD_TWO_PASS = args.bwd_two_pass == "on"
+    if args.bwd_maxnreg:
+        triton_scan._BWD_MAXNREG = args.bwd_maxnreg
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.selective_scan needs a CUDA GPU")
     if "cuda" in args.impls:

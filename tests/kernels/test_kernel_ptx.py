@@ -50,3 +50,16 @@ def test_complex_backward_compiles() -> None:
     r = run_tool("--complex", "--kernels", "bwd")
     assert r.returncode == 0, r.stderr[-2000:]
     assert re.search(r"^\s+bwd\s+\d+", r.stdout, re.M), r.stdout
+
+
+def test_two_pass_backward_needs_fewer_shuffles() -> None:
+    """The two-pass backward scans across the warp once per direction over [R] rows; version 4
+    runs two scans over [T] vectors per state index, the reverse one between reversals."""
+    r = run_tool("--kernels", "bwd", "bwd2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {m.group(1): m for m in re.finditer(
+        r"^\s+(bwd2?)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(.*)$", r.stdout, re.M)}
+    assert set(rows) == {"bwd", "bwd2"}, r.stdout
+    assert int(rows["bwd2"].group(3)) == 0, r.stdout  # no spills
+    assert int(rows["bwd2"].group(7)) < int(rows["bwd"].group(7)) / 2, r.stdout
+    assert int(rows["bwd2"].group(6)) < int(rows["bwd"].group(6)), r.stdout

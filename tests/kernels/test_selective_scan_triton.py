@@ -228,6 +228,35 @@ def test_triton_scan_two_pass_rule(monkeypatch) -> None:
     assert not triton_scan._two_pass(False, bf16, False, P())
 
 
+@pytest.mark.parametrize("case", _cpu_cases()[1::3])
+def test_triton_scan_two_pass_backward_matches_reference(case: Case, monkeypatch, device: torch.device) -> None:
+    """The two-pass backward (_scan2_bwd_kernel), forced for every call, on a third of the grid
+    (real and complex, every dtype, B / C layout and flag; chunked, which the launcher leaves to
+    version 4, so the adjoint and states carried across chunks meet it too)."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_BWD_TWO_PASS", True)
+    check_case(case, device)
+
+
+def test_triton_scan_backward_rule(monkeypatch) -> None:
+    """The launcher takes the two-pass backward over one chunk per row, version 4 when the rows
+    are split into chunks; True / False force it either way."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    class P:
+        n_chunks = 1
+
+    assert triton_scan._bwd_two_pass(P())
+    P.n_chunks = 3
+    assert not triton_scan._bwd_two_pass(P())
+    monkeypatch.setattr(triton_scan, "_BWD_TWO_PASS", True)
+    assert triton_scan._bwd_two_pass(P())
+    monkeypatch.setattr(triton_scan, "_BWD_TWO_PASS", False)
+    P.n_chunks = 1
+    assert not triton_scan._bwd_two_pass(P())
+
+
 def test_triton_scan_single_chunk_and_default_chunk(device: torch.device) -> None:
     """One chunk covers the whole sequence (no carry passes), with the default chunk length."""
     check_case(Case(batch=2, dim=3, dstate=2, L=5, chunk=None, dtype="fp32", b="const", c="var",

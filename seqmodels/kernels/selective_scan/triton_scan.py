@@ -657,6 +657,419 @@ def _scan2_fwd_kernel(
                     tl.store(last_ptr + l_off + 1 + r * 0, his[n], mask=l_ok)
 
 
+# --------------------------------------------------------------------------------------------
+# Backward in two passes per thread (version 5, real scans)
+# --------------------------------------------------------------------------------------------
+# The same [R, P] tile as the two-pass forward, but each per-position quantity is split into its
+# P columns, [R] vectors of one register per thread (`_cols`; `_from_cols` joins them back for
+# the stores): the passes inside a row are explicit loops over columns, in either direction.
+# (``tl.associative_scan(reverse=True)`` reverses its operands across the warp even along an
+# axis inside one thread: 80 shuffles per call at P = 4.) Per state index, a_t = exp(dt_t A):
+#   h       as in the forward: each row from zero to its end state, the rows' (decay, end state)
+#           pairs scanned across rows from the state saved entering the tile, each row again
+#           from the state entering it (keeping w_t = a_t h_{t-1} and h_t);
+#   adjoint g_t = q_t + a_{t+1} g_{t+1}, q_t = C_t dy_t, the same way backwards. Across rows the
+#           carried quantity is V_r = a g at row r's first position: V_r = a_{r,0} e_r + (row r's
+#           whole decay) V_{r+1}, e_r the row's first adjoint from zero, so the row decays are
+#           the forward's. The rows are scanned in reversed order (two shuffles reverse the
+#           operands; a forward scan), and one gather both restores the order and moves V up by
+#           one row: row r < R - 1 receives V_{r+1}, the adjoint arriving at its last position,
+#           and row R - 1 receives V_0 = a_0 g_0, the adjoint that enters the previous tile at
+#           its last position (carried in a tuple of [R] vectors, row R - 1 meaningful).
+# Version 4 spends most of its backward on two ``tl.associative_scan`` over [T] vectors per state
+# index (the reverse one with its reversals) and an exponential for the next position's decay.
+
+
+@triton.jit
+def _cols(x):
+    """The columns of an [R, P] tile (P a power of two, at most 16) as a tuple of P [R] vectors:
+    halving the columns into even and odd ones log2 P times (``tl.split``, no data movement when
+    a row lives in one thread)."""
+    R: tl.constexpr = x.shape[0]
+    parts = (x,)
+    for _lvl in tl.static_range(4):
+        if parts[0].shape[1] > 1:
+            evens = ()
+            odds = ()
+            for i in tl.static_range(len(parts)):
+                e, o = tl.split(tl.reshape(parts[i], [R, parts[i].shape[1] // 2, 2]))
+                evens = evens + (e,)
+                odds = odds + (o,)
+            parts = evens + odds
+    out = ()
+    for i in tl.static_range(len(parts)):
+        out = out + (tl.reshape(parts[i], [R]),)
+    return out
+
+
+@triton.jit
+def _from_cols(cols):
+    """The [R, P] tile whose columns are the tuple ``cols`` (inverse of `_cols`)."""
+    R: tl.constexpr = cols[0].shape[0]
+    parts = ()
+    for i in tl.static_range(len(cols)):
+        parts = parts + (tl.reshape(cols[i], [R, 1]),)
+    for _lvl in tl.static_range(4):
+        if len(parts) > 1:
+            joined = ()
+            for i in tl.static_range(len(parts) // 2):
+                pair = tl.join(parts[i], parts[i + len(parts) // 2])
+                joined = joined + (tl.reshape(pair, [R, parts[i].shape[1] * 2]),)
+            parts = joined
+    return parts[0]
+
+
+@triton.jit
+def _cols_of(x, VAR: tl.constexpr, P: tl.constexpr):
+    """The P columns of a row of B or C: `_cols` of an [R, P] tile (variable), or the scalar P
+    times (constant)."""
+    if VAR:
+        out = _cols(x)
+    else:
+        out = ()
+        for j in tl.static_range(P):
+            out = out + (x,)
+    return out
+
+
+@triton.jit
+def _cmul(ar, ai, br, bi, IS_COMPLEX: tl.constexpr, CONJ: tl.constexpr = False):
+    """a b, or conj(a) b with CONJ, on real and imaginary parts (real scans: the real parts, the
+    product returned twice)."""
+    if IS_COMPLEX:
+        if CONJ:
+            return ar * br + ai * bi, ar * bi - ai * br
+        return ar * br - ai * bi, ar * bi + ai * br
+    else:
+        pr = ar * br
+        return pr, pr
+
+
+@triton.jit
+def _cfma(ar, ai, br, bi, cr, ci, IS_COMPLEX: tl.constexpr, CONJ: tl.constexpr = False):
+    """a b + c, or conj(a) b + c with CONJ (as `_cmul`)."""
+    if IS_COMPLEX:
+        if CONJ:
+            return ar * br + ai * bi + cr, ar * bi - ai * br + ci
+        return ar * br - ai * bi + cr, ar * bi + ai * br + ci
+    else:
+        sr = ar * br + cr
+        return sr, sr
+
+
+@triton.jit
+def _rows_carry(gr, gi, er, ei, sel, idx, IS_COMPLEX: tl.constexpr):
+    """Scan the rows' (decay, value) pairs ``[R]`` along the rows, then gather the result at rows
+    ``idx``: the cross-row step of the two-pass backward, forwards (h) and on reversed rows (the
+    adjoint)."""
+    if IS_COMPLEX:
+        _, _, er, ei = tl.associative_scan((gr, gi, er, ei), 0, _combine_complex)
+        return tl.gather(er, idx, 0), tl.gather(ei, idx, 0)
+    else:
+        _, er = tl.associative_scan((gr, er), 0, _combine_real)
+        er = tl.gather(er, idx, 0)
+        return er, er
+
+
+@triton.jit
+def _bc_grad2(ptr, base, n, s2, s_ri, offs_t, mask, g_re, g_im, acc_re, acc_im, lanes,
+              VAR: tl.constexpr, IS_COMPLEX: tl.constexpr):
+    """Add the gradient ``(g_re, g_im)`` (tuples of columns) of row ``n`` of B or C: atomic adds
+    per position (variable), or the tile's sums into lane n of ``acc_re`` / ``acc_im`` (constant),
+    returned."""
+    if VAR:
+        off = base + n * s2 + offs_t
+        tl.atomic_add(ptr + off, _from_cols(g_re), mask=mask, sem="relaxed")
+        if IS_COMPLEX:
+            tl.atomic_add(ptr + off + s_ri, _from_cols(g_im), mask=mask, sem="relaxed")
+    else:
+        tot_re = g_re[0]
+        tot_im = g_im[0]
+        for j in tl.static_range(1, len(g_re)):
+            tot_re += g_re[j]
+            tot_im += g_im[j]
+        acc_re = tl.where(lanes == n, acc_re + tl.sum(tot_re, axis=0), acc_re)
+        if IS_COMPLEX:
+            acc_im = tl.where(lanes == n, acc_im + tl.sum(tot_im, axis=0), acc_im)
+    return acc_re, acc_im
+
+
+@triton.jit
+def _scan2_bwd_kernel(
+    # pointers: inputs
+    u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dout_ptr, hin_ptr, cin_ptr,
+    # pointers: outputs (as _scan1_bwd_kernel)
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr, y_ptr,
+    # dims; the batch strides of z and dz beyond dim * L
+    dim, L, n_chunks, n_tiles, dstate, group_b, group_c, n_slots, z_extra, dz_extra,
+    # strides of B and C (planar layout; also of their fp32 gradient buffers when variable)
+    sB0, sB1, sB2, sBri, sC0, sC1, sC2, sCri,
+    # meta
+    IS_COMPLEX: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr, HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_HIN: tl.constexpr,
+    HAS_CIN: tl.constexpr, WRITE_DINIT: tl.constexpr, WRITE_Y: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_T: tl.constexpr, TILES: tl.constexpr, P: tl.constexpr, FAST_MATH: tl.constexpr,
+):
+    """Backward of one channel over one chunk, two passes per thread (section comment above);
+    arguments and outputs as :func:`_scan1_bwd_kernel`. Complex scans as there: y = 2 Re(C h),
+    adjoint q = 2 conj(C) dy, carried through conj(a)."""
+    pid_k, d, pid_b, offs_n, _loc_t, mask_n, chan, row = _channel_program(dim, L, dstate, BLOCK_N,
+                                                                          BLOCK_T)
+    NC: tl.constexpr = 2 if IS_COMPLEX else 1
+    R: tl.constexpr = BLOCK_T // P
+    r = tl.arange(0, R)
+    loc = r[:, None] * P + tl.arange(0, P)[None, :]
+    lane0 = r == 0
+    last_row = r == R - 1
+    rot = (r + R - 1) % R  # row r takes row r - 1
+    flip = R - 1 - r
+    # after a scan of reversed rows: row r takes reversed row R - 2 - r (row r + 1; row R - 1
+    # takes row 0)
+    unflip_up = (2 * R - 2 - r) % R
+    bias = _scalar(bias_ptr, d, HAS_BIAS)
+    Dv = _scalar(D_ptr, d, HAS_D)
+    b_base = _bc_base(pid_b, d, sB0, sB1, group_b, VAR_B)
+    c_base = _bc_base(pid_b, d, sC0, sC1, group_c, VAR_C)
+    zero_r = tl.zeros([R], dtype=tl.float32)
+    # Element n of these [N] vectors: state index n's adjoint entering the tile's last position,
+    # and its sums over the chunk's positions (dA; dB / dC when constant), added to memory at the
+    # end. A state index reads and writes its element with a gather (a shuffle) each.
+    cr_vec, ci_vec = _state_vec(cin_ptr, chan * n_chunks + pid_k, dstate, offs_n, mask_n, HAS_CIN,
+                                IS_COMPLEX)
+    zero_n = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc_dAr = zero_n
+    acc_dAi = zero_n
+    acc_dBr = zero_n
+    acc_dBi = zero_n
+    acc_dCr = zero_n
+    acc_dCi = zero_n
+    acc_dD = tl.zeros([R, P], dtype=tl.float32)
+    acc_dbias = tl.zeros([R, P], dtype=tl.float32)
+
+    for jj in range(0, TILES):
+        tile = pid_k * TILES + (TILES - 1 - jj)
+        offs_t = tile * BLOCK_T + loc
+        mask_t = offs_t < L
+        io = row + offs_t
+        u = tl.load(u_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
+        dt, raw = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
+        dout = tl.load(dout_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
+        if HAS_Z:
+            z = tl.load(z_ptr + pid_b.to(tl.int64) * z_extra + io, mask=mask_t, other=0.0).to(tl.float32)
+            sig = tl.sigmoid(z)
+            dy = dout * z * sig
+        else:
+            dy = dout
+        dts = tl.sum(dt, axis=1)
+        dt_c = _cols(dt)
+        dtu_c = _cols(dt * u)
+        dy_c = _cols(dy)
+        t_row = (chan * n_tiles + tile) * (dstate * NC)
+        # sums over state indices, by column: C h (for dz and y), Re g conj(B), Re g conj(A w)
+        y_c = ()
+        gB_c = ()
+        gAw_c = ()
+        for j in tl.static_range(P):
+            y_c = y_c + (zero_r,)
+            gB_c = gB_c + (zero_r,)
+            gAw_c = gAw_c + (zero_r,)
+        for n in range(0, dstate):
+            Ar = tl.load(A_ptr + (d * dstate + n) * NC)
+            A2 = Ar * LOG2E
+            Ai = 0.0
+            if IS_COMPLEX:
+                Ai = tl.load(A_ptr + (d * dstate + n) * NC + 1)
+            Br, Bi, Cr, Ci = _bc_rows(B_ptr, C_ptr, b_base, c_base, n, sB2, sBri, sC2, sCri, offs_t,
+                                      mask_t, n < dstate, VAR_B, VAR_C, IS_COMPLEX)
+            Br_c = _cols_of(Br, VAR_B, P)
+            Cr_c = _cols_of(Cr, VAR_C, P)
+            Bi_c = Br_c
+            Ci_c = Cr_c
+            # each row's whole decay, and a_t = exp(dt_t A); x_t = dt_t u_t B_t
+            gar = tl.exp2(dts * A2)
+            gai = gar
+            if IS_COMPLEX:
+                Bi_c = _cols_of(Bi, VAR_B, P)
+                Ci_c = _cols_of(Ci, VAR_C, P)
+                cs, sn = _cos_sin(dts * Ai, FAST_MATH)
+                gai = gar * sn
+                gar = gar * cs
+            ar_c = ()
+            ai_c = ()
+            xr_c = ()
+            xi_c = ()
+            for j in tl.static_range(P):
+                mag = tl.exp2(dt_c[j] * A2)
+                if IS_COMPLEX:
+                    cs, sn = _cos_sin(dt_c[j] * Ai, FAST_MATH)
+                    ar_c = ar_c + (mag * cs,)
+                    ai_c = ai_c + (mag * sn,)
+                    xi_c = xi_c + (dtu_c[j] * Bi_c[j],)
+                else:
+                    ar_c = ar_c + (mag,)
+                    ai_c = ar_c
+                xr_c = xr_c + (dtu_c[j] * Br_c[j],)
+            if not IS_COMPLEX:
+                xi_c = xr_c
+            # h: each row from zero, the rows, each row from the state entering it
+            er = xr_c[0]
+            ei = xi_c[0]
+            for j in tl.static_range(1, P):
+                er, ei = _cfma(ar_c[j], ai_c[j], er, ei, xr_c[j], xi_c[j], IS_COMPLEX)
+            h0r = zero_r
+            h0i = zero_r
+            if HAS_HIN:
+                h_ok = tile < n_tiles
+                h0r = zero_r + tl.load(hin_ptr + t_row + n * NC, mask=h_ok, other=0.0)
+                if IS_COMPLEX:
+                    h0i = zero_r + tl.load(hin_ptr + t_row + n * NC + 1, mask=h_ok, other=0.0)
+            jr, ji = _cfma(gar, gai, h0r, h0i, er, ei, IS_COMPLEX)
+            hr, hi = _rows_carry(gar, gai, tl.where(lane0, jr, er), tl.where(lane0, ji, ei), lane0, rot,
+                                 IS_COMPLEX)
+            hr = tl.where(lane0, h0r, hr)
+            hi = tl.where(lane0, h0i, hi)
+            hr_c = ()
+            hi_c = ()
+            wr_c = ()
+            wi_c = ()
+            for j in tl.static_range(P):
+                wr, wi = _cmul(ar_c[j], ai_c[j], hr, hi, IS_COMPLEX)
+                hr = wr + xr_c[j]
+                hi = wi + xi_c[j]
+                wr_c = wr_c + (wr,)
+                wi_c = wi_c + (wi,)
+                hr_c = hr_c + (hr,)
+                hi_c = hi_c + (hi,)
+            # adjoint: each row from zero (the tile's last position also takes the carried one),
+            # the rows in reversed order, each row from the adjoint arriving at its end
+            qr_c = ()
+            qi_c = ()
+            for j in tl.static_range(P):
+                if IS_COMPLEX:
+                    qr_c = qr_c + (2.0 * Cr_c[j] * dy_c[j],)
+                    qi_c = qi_c + (-2.0 * Ci_c[j] * dy_c[j],)
+                else:
+                    qr_c = qr_c + (Cr_c[j] * dy_c[j],)
+            if not IS_COMPLEX:
+                qi_c = qr_c
+            pick = r * 0 + n
+            qr_last = tl.where(last_row, qr_c[P - 1] + tl.gather(cr_vec, pick, 0), qr_c[P - 1])
+            qi_last = qr_last
+            if IS_COMPLEX:
+                qi_last = tl.where(last_row, qi_c[P - 1] + tl.gather(ci_vec, pick, 0), qi_c[P - 1])
+            gr = qr_last
+            gi = qi_last
+            for k in tl.static_range(P - 1):  # columns P - 2 .. 0: g = q + conj(a_next) g
+                gr, gi = _cfma(ar_c[P - 1 - k], ai_c[P - 1 - k], gr, gi, qr_c[P - 2 - k], qi_c[P - 2 - k],
+                               IS_COMPLEX, True)
+            vr, vi = _cmul(ar_c[0], ai_c[0], gr, gi, IS_COMPLEX, True)  # conj(a) g, rows' first
+            fgi = gar
+            fvi = vr
+            if IS_COMPLEX:
+                fgi = -tl.gather(gai, flip, 0)
+                fvi = tl.gather(vi, flip, 0)
+            vr, vi = _rows_carry(tl.gather(gar, flip, 0), fgi, tl.gather(vr, flip, 0), fvi, lane0,
+                                 unflip_up, IS_COMPLEX)
+            last = offs_n * 0 + (R - 1)
+            cr_vec = tl.where(offs_n == n, tl.gather(vr, last, 0), cr_vec)
+            if IS_COMPLEX:
+                ci_vec = tl.where(offs_n == n, tl.gather(vi, last, 0), ci_vec)
+            gr = tl.where(last_row, qr_last, qr_last + vr)
+            gi = tl.where(last_row, qi_last, qi_last + vi)
+            gr_c = (gr,)
+            gi_c = (gi,)
+            for k in tl.static_range(P - 1):
+                gr, gi = _cfma(ar_c[P - 1 - k], ai_c[P - 1 - k], gr, gi, qr_c[P - 2 - k], qi_c[P - 2 - k],
+                               IS_COMPLEX, True)
+                gr_c = (gr,) + gr_c
+                gi_c = (gi,) + gi_c
+            dAr = zero_r
+            dAi = zero_r
+            dBr_c = ()
+            dBi_c = ()
+            dCr_c = ()
+            dCi_c = ()
+            for j in tl.static_range(P):
+                if IS_COMPLEX:
+                    y_c = _put(y_c, j, y_c[j] + 2.0 * (Cr_c[j] * hr_c[j] - Ci_c[j] * hi_c[j]))
+                    gB_c = _put(gB_c, j, gB_c[j] + gr_c[j] * Br_c[j] + gi_c[j] * Bi_c[j])
+                    # Re g conj(A w), and dA += dt conj(w) g
+                    gAw_c = _put(gAw_c, j, gAw_c[j] + gr_c[j] * (Ar * wr_c[j] - Ai * wi_c[j])
+                                 + gi_c[j] * (Ar * wi_c[j] + Ai * wr_c[j]))
+                    dAr += dt_c[j] * (gr_c[j] * wr_c[j] + gi_c[j] * wi_c[j])
+                    dAi += dt_c[j] * (gi_c[j] * wr_c[j] - gr_c[j] * wi_c[j])
+                    dBi_c = dBi_c + (gi_c[j] * dtu_c[j],)
+                    dCr_c = dCr_c + (2.0 * dy_c[j] * hr_c[j],)  # dC = 2 dy conj(h)
+                    dCi_c = dCi_c + (-2.0 * dy_c[j] * hi_c[j],)
+                else:
+                    gw = gr_c[j] * wr_c[j]
+                    y_c = _put(y_c, j, y_c[j] + Cr_c[j] * hr_c[j])
+                    gB_c = _put(gB_c, j, gB_c[j] + gr_c[j] * Br_c[j])
+                    gAw_c = _put(gAw_c, j, gAw_c[j] + Ar * gw)
+                    dAr += dt_c[j] * gw
+                    dCr_c = dCr_c + (dy_c[j] * hr_c[j],)  # dC = dy h
+                dBr_c = dBr_c + (gr_c[j] * dtu_c[j],)  # dB = g dt u
+            if not IS_COMPLEX:
+                dBi_c = dBr_c
+                dCi_c = dCr_c
+            acc_dAr = tl.where(offs_n == n, acc_dAr + tl.sum(dAr, axis=0), acc_dAr)
+            if IS_COMPLEX:
+                acc_dAi = tl.where(offs_n == n, acc_dAi + tl.sum(dAi, axis=0), acc_dAi)
+            acc_dBr, acc_dBi = _bc_grad2(dB_ptr, b_base, n, sB2, sBri, offs_t, mask_t, dBr_c, dBi_c,
+                                         acc_dBr, acc_dBi, offs_n, VAR_B, IS_COMPLEX)
+            acc_dCr, acc_dCi = _bc_grad2(dC_ptr, c_base, n, sC2, sCri, offs_t, mask_t, dCr_c, dCi_c,
+                                         acc_dCr, acc_dCi, offs_n, VAR_C, IS_COMPLEX)
+
+        # ---- per-position gradients (as _scan1_bwd_kernel) -----------------------------------
+        y = _from_cols(y_c)
+        gBs = _from_cols(gB_c)
+        if HAS_D:
+            y += Dv * u
+        if HAS_Z:
+            dz = dout * y * sig * (1.0 + z * (1.0 - sig))
+            tl.store(dz_ptr + pid_b.to(tl.int64) * dz_extra + io, dz.to(dz_ptr.dtype.element_ty), mask=mask_t)
+        if WRITE_Y:
+            if HAS_Z:
+                y *= z * sig
+            tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask_t)
+        du = dt * gBs
+        if HAS_D:
+            du += Dv * dy
+            acc_dD += tl.where(mask_t, dy * u, 0.0)
+        tl.store(du_ptr + io, du.to(du_ptr.dtype.element_ty), mask=mask_t)
+        ddt = u * gBs + _from_cols(gAw_c)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(raw)
+        ddt = tl.where(mask_t, ddt, 0.0)  # padded positions carry adjoint but no delta
+        tl.store(ddelta_ptr + io, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_t)
+        if HAS_BIAS:
+            acc_dbias += ddt
+
+    # Per-channel sums: one atomic add per program and state index into partial row ``slot``.
+    slot = (pid_b * n_chunks + pid_k) % n_slots
+    p_off = (slot * dim + d).to(tl.int64) * (dstate * NC) + offs_n * NC
+    tl.atomic_add(dA_ptr + p_off, acc_dAr, mask=mask_n, sem="relaxed")
+    if IS_COMPLEX:
+        tl.atomic_add(dA_ptr + p_off + 1, acc_dAi, mask=mask_n, sem="relaxed")
+    if not VAR_B:
+        tl.atomic_add(dB_ptr + p_off, acc_dBr, mask=mask_n, sem="relaxed")
+        if IS_COMPLEX:
+            tl.atomic_add(dB_ptr + p_off + 1, acc_dBi, mask=mask_n, sem="relaxed")
+    if not VAR_C:
+        tl.atomic_add(dC_ptr + p_off, acc_dCr, mask=mask_n, sem="relaxed")
+        if IS_COMPLEX:
+            tl.atomic_add(dC_ptr + p_off + 1, acc_dCi, mask=mask_n, sem="relaxed")
+    if HAS_D:
+        tl.atomic_add(dD_ptr + slot * dim + d, tl.sum(tl.sum(acc_dD, axis=1), axis=0), sem="relaxed")
+    if HAS_BIAS:
+        tl.atomic_add(dbias_ptr + slot * dim + d, tl.sum(tl.sum(acc_dbias, axis=1), axis=0), sem="relaxed")
+    if WRITE_DINIT:
+        if pid_k == 0:
+            i_off = chan * (dstate * NC) + offs_n * NC
+            tl.store(dinit_ptr + i_off, cr_vec, mask=mask_n)
+            if IS_COMPLEX:
+                tl.store(dinit_ptr + i_off + 1, ci_vec, mask=mask_n)
+
 @triton.jit
 def _scan1_bwd_kernel(
     # pointers: inputs
@@ -1020,6 +1433,16 @@ _FAST_MATH = True
 # "auto" applies that rule; True or False forces the choice (tests).
 _FWD_TWO_PASS = "auto"
 _FWD_MAXNREG = 96
+# The backward runs in two passes per thread (_scan2_bwd_kernel) over one chunk per row, on
+# _scan1_bwd_kernel when the rows are split into chunks. Measured on an H100, bwd column of
+# benchmarks.selective_scan (training forward + backward minus forward alone, GPU time), version
+# 4 -> two passes, two runs each: (8, 1536, 16, 4096) bf16 3.75-3.76 -> 3.37-3.39 ms;
+# (8, 1536, 16, 16384) 14.97-14.98 -> 13.85-13.89; complex bf16 (8, 1536, 16, 4096) 7.99 -> 6.68;
+# complex fp32 (16, 128, 16, 16000) 9.34-9.35 -> 5.46-5.48; real fp32 2.27 -> 2.11;
+# (64, 512, 16, 1024) 2.46-2.47 -> 2.28-2.29; but chunked, (1, 256, 16, 2^20), 21.8-21.9 ->
+# 26.5-26.9. "auto" applies that rule; True or False force it (tests).
+_BWD_TWO_PASS = "auto"
+_BWD_MAXNREG = None
 
 
 def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
@@ -1028,13 +1451,19 @@ def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
     return not is_complex and u.element_size() == 2 and not write_states and plan.n_chunks == 1
 
 
-def _rows_p(block_t: int) -> int:
-    """Positions per row of the two-pass forward: a row per thread of the program's warps (at
-    most 4 positions on the interpreter's small tiles). A tile keeps at least two rows, so that
-    with double tiles the middle state (after row R / 2 - 1) exists."""
+def _bwd_two_pass(plan) -> bool:
+    if _BWD_TWO_PASS != "auto":
+        return bool(_BWD_TWO_PASS)
+    return plan.n_chunks == 1
+
+
+def _rows_p(block_t: int, warps: int = 1) -> int:
+    """Positions per row of the two-pass kernels: a row per thread of the program's ``warps``
+    (at most 4 positions on the interpreter's small tiles). A tile keeps at least two rows, so
+    that with double tiles the middle state (after row R / 2 - 1) exists."""
     if _interpreting():
         return min(4, max(1, block_t // 2))
-    return max(1, block_t // (32 * _FWD_WARPS))
+    return max(1, block_t // (32 * warps))
 
 
 def _fast_math(u: Tensor) -> bool:
@@ -1193,7 +1622,7 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
     grid = (plan.n_chunks, dim, batch)
     if _two_pass(is_complex, u, write_states, plan):
         extra = {} if _interpreting() or _FWD_MAXNREG is None else dict(maxnreg=_FWD_MAXNREG)
-        _scan2_fwd_kernel[grid](*args, **meta, P=_rows_p(plan.bt * split), **extra)
+        _scan2_fwd_kernel[grid](*args, **meta, P=_rows_p(plan.bt * split, _FWD_WARPS), **extra)
     else:
         _scan1_fwd_kernel[grid](*args, **meta, N_UNROLL=_FWD_N_UNROLL,
                                 PREFETCH=_PREFETCH and not is_complex)
@@ -1263,16 +1692,19 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
         Ct.shape if var_c else (n_slots, *Ct.shape), (n_slots, dim) if D is not None else None,
         (n_slots, dim) if delta_bias is not None else None)
     dinit = torch.empty(batch, dim, dstate, nc, **f32) if want_dinit else None
-    _scan1_bwd_kernel[(K, dim, batch)](
-        u, delta, delta_bias, A_r, Bt, Ct, D, z, dout, hsave, cin,
-        du, ddelta, dz, dA, dB, dC, dD, dbias, dinit, y_out,
-        dim, L, K, plan.n_tiles, dstate, dim // gb, dim // gc, n_slots, _extra(z), _extra(dz), *sB, *sC,
-        IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
-        HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, BLOCK_N=bn, BLOCK_T=plan.bt,
-        TILES=plan.tpc, N_UNROLL=_BWD_N_UNROLL, PREFETCH=_PREFETCH and not is_complex,
-        FAST_MATH=_fast_math(u), num_warps=_BWD_WARPS,
-    )
+    args = (u, delta, delta_bias, A_r, Bt, Ct, D, z, dout, hsave, cin,
+            du, ddelta, dz, dA, dB, dC, dD, dbias, dinit, y_out,
+            dim, L, K, plan.n_tiles, dstate, dim // gb, dim // gc, n_slots, _extra(z), _extra(dz), *sB, *sC)
+    meta = dict(IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
+                HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
+                HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, BLOCK_N=bn,
+                BLOCK_T=plan.bt, TILES=plan.tpc, FAST_MATH=_fast_math(u), num_warps=_BWD_WARPS)
+    if _bwd_two_pass(plan):
+        extra = {} if _interpreting() or _BWD_MAXNREG is None else dict(maxnreg=_BWD_MAXNREG)
+        _scan2_bwd_kernel[(K, dim, batch)](*args, **meta, P=_rows_p(plan.bt, _BWD_WARPS), **extra)
+    else:
+        _scan1_bwd_kernel[(K, dim, batch)](*args, **meta, N_UNROLL=_BWD_N_UNROLL,
+                                           PREFETCH=_PREFETCH and not is_complex)
     dA = dA.sum(0)
     dA = torch.view_as_complex(dA) if is_complex else dA.squeeze(-1)
     if not var_b:
