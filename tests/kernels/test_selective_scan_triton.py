@@ -431,6 +431,52 @@ def test_triton_scan_saves_tile_states_only_when_a_gradient_can_follow(monkeypat
     assert u.grad is not None and torch.isfinite(u.grad).all()
 
 
+def test_triton_scan_forward_alone_skips_the_autograd_function(monkeypatch, device: torch.device) -> None:
+    """With nothing to differentiate (grad mode off, or no input requiring grad) the call runs the
+    forward without the autograd Function (its host time counts in a whole call), and returns
+    what the Function returns; with an input requiring grad it goes through the Function."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    case = Case(batch=2, dim=4, dstate=4, L=21, chunk=None, dtype="bf16", b="group", c="var", has_init=True)
+    inputs = _make_inputs(case, device)
+    args = [inputs[k] for k in _ORDER]
+    y_ref, last_ref = selective_scan_triton(*args[:8], True, True, args[8])  # nothing requires grad
+
+    def refuse(*a):
+        raise AssertionError("the autograd Function ran")
+
+    monkeypatch.setattr(triton_scan._SelectiveScanTriton, "apply", refuse)
+    y, last = selective_scan_triton(*args[:8], True, True, args[8])
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(last, last_ref, rtol=0, atol=0)
+    u = args[0].clone().requires_grad_()
+    with torch.no_grad():
+        y = selective_scan_triton(u, *args[1:8], True, False, args[8])
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    with pytest.raises(AssertionError, match="autograd Function ran"):
+        selective_scan_triton(u, *args[1:8], True, False, args[8])
+
+
+def test_triton_scan_host_helpers() -> None:
+    """The launchers' integer helpers agree with Triton's, and a real variable B / C keeps its
+    data and gets the planar strides the kernels read (contiguous copy of a strided input)."""
+    import triton
+
+    from seqmodels.kernels.selective_scan.triton_scan import _cdiv, _next_pow2, _prep_bc
+
+    for x in range(1, 3000):
+        assert _next_pow2(x) == triton.next_power_of_2(x), x
+        assert _cdiv(x, 7) == triton.cdiv(x, 7) and _cdiv(x, 128) == triton.cdiv(x, 128), x
+    B = torch.randn(2, 5, 9)
+    X, var, groups, strides = _prep_bc(B, False)
+    assert var and groups == 1 and X.shape == (2, 1, 5, 1, 9) and strides == (45, 45, 9, 9)
+    assert X.data_ptr() == B.data_ptr()
+    G = torch.randn(2, 9, 3, 5).transpose(1, 3)  # (2, 5, 3, 9) grouped, not contiguous
+    X, var, groups, strides = _prep_bc(G, False)
+    assert groups == 5 and X.shape == (2, 5, 3, 1, 9) and strides == (135, 27, 9, 9)
+    torch.testing.assert_close(X[:, :, :, 0], G)
+
+
 # ---- GPU rows (realistic sizes) ----------------------------------------------------------------
 _GPU_CASES = [
     pytest.param(Case(2, 256, 16, 4096, None, dtype="bf16", b="var", c="var"), id="real-bf16-var-4k"),

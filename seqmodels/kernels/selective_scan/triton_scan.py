@@ -1478,7 +1478,23 @@ _MIN_PER_SM = 24
 _CARRY_BLOCK_D = 4
 
 
-_interpreting = interpreting
+# Triton chose interpreter or compiler for these kernels when they were decorated, at import; the
+# launchers ask often, so the answer is read once (tests replace the function).
+_INTERPRET = interpreting()
+
+
+def _interpreting() -> bool:
+    return _INTERPRET
+
+
+def _cdiv(a: int, b: int) -> int:
+    # triton.cdiv / next_power_of_2 are constexpr functions in Triton 3.6: called on the host
+    # they go through a wrapper that unwraps every argument, a few microseconds per call.
+    return -(-a // b)
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, x - 1).bit_length()
 
 
 def _scan_tile(training: bool, is_complex: bool, one_chunk: bool, low_precision: bool = False) -> int:
@@ -1496,9 +1512,17 @@ def _wide_tiles(is_complex: bool, low_precision: bool) -> bool:
     return not is_complex or (low_precision and _FAST_MATH)
 
 
+_SM_COUNT: dict[int, int] = {}
+
+
 def _sm_count(dev: torch.device) -> int:
     # The interpreter has no SMs (0: one chunk per row unless the caller sets chunk_len).
-    return torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 0
+    if dev.type != "cuda":
+        return 0
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNT[index]
 
 
 def _tiles_per_chunk(n_tiles: int, other_programs: int, min_programs: int) -> int:
@@ -1506,7 +1530,7 @@ def _tiles_per_chunk(n_tiles: int, other_programs: int, min_programs: int) -> in
     two, at most enough for the whole sequence). Longer chunks mean fewer carried states and a
     shorter carry pass; one chunk per row skips the carry passes altogether."""
     tpc = 1
-    while tpc < n_tiles and other_programs * triton.cdiv(n_tiles, 2 * tpc) >= min_programs:
+    while tpc < n_tiles and other_programs * _cdiv(n_tiles, 2 * tpc) >= min_programs:
         tpc *= 2
     return tpc
 
@@ -1525,15 +1549,16 @@ def _prep_bc(X: Tensor, is_complex: bool) -> tuple[Tensor, bool, int, tuple[int,
             return X, False, 1, (0, X.stride(0), 2, 1)
         X = X.to(torch.float32).contiguous()
         return X, False, 1, (0, X.stride(0), 1, 0)
+    if not is_complex:  # the common case in one view: (B, [G,] N, L) -> (B, G, N, 1, L)
+        X = X.contiguous()
+        X = X.view(X.shape[0], 1 if X.dim() == 3 else X.shape[1], X.shape[-2], 1, X.shape[-1])
+        st = X.stride()
+        return X, True, X.shape[1], (st[0], st[1], st[2], st[3])
     if X.dim() == 3:
         X = X.unsqueeze(1)
-    if is_complex:
-        # (B, G, N, L) complex or (B, G, N, 2L) interleaved -> (B, G, N, 2, L)
-        X = torch.view_as_real(X) if X.is_complex() else X.unflatten(-1, (-1, 2))
-        X = X.transpose(-1, -2)
-    else:
-        X = X.unsqueeze(-2)
-    X = X.contiguous()
+    # (B, G, N, L) complex or (B, G, N, 2L) interleaved -> (B, G, N, 2, L)
+    X = torch.view_as_real(X) if X.is_complex() else X.unflatten(-1, (-1, 2))
+    X = X.transpose(-1, -2).contiguous()
     return X, True, X.shape[1], (X.stride(0), X.stride(1), X.stride(2), X.stride(3))
 
 
@@ -1558,14 +1583,14 @@ class _Plan:
         self.bt = _scan_tile(training, is_complex, one_chunk, low_precision)
         if chunk_len is not None:
             self.bt = min(self.bt, chunk_len)
-        self.n_tiles = triton.cdiv(L, self.bt)
+        self.n_tiles = _cdiv(L, self.bt)
         if chunk_len is not None:
             self.tpc = chunk_len // self.bt
         elif one_chunk:
             self.tpc = self.n_tiles
         else:
             self.tpc = _tiles_per_chunk(self.n_tiles, batch * dim, _MIN_PER_SM * sms)
-        self.n_chunks = triton.cdiv(self.n_tiles, self.tpc)
+        self.n_chunks = _cdiv(self.n_tiles, self.tpc)
 
 
 def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan, want_last,
@@ -1580,7 +1605,7 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
     (Bt, var_b, gb, sB), (Ct, var_c, gc, sC) = Bp, Cp
     A_r = _as_real_buffer(A)
     dev = u.device
-    bn = triton.next_power_of_2(dstate)
+    bn = _next_pow2(dstate)
     init = _as_real_buffer(initial_state)
 
     hin = None  # states entering every chunk
@@ -1595,7 +1620,7 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
             SOFTPLUS=delta_softplus, BLOCK_N=bn, BLOCK_T=plan.bt, TILES=plan.tpc, num_warps=1,
         )
         hin = torch.empty_like(S)
-        _carry_kernel[(triton.cdiv(dim, _CARRY_BLOCK_D), batch)](
+        _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
             S, dtsum, A_r, init, hin, dim, K, dstate,
             IS_COMPLEX=is_complex, REVERSE=False, HAS_INIT=init is not None,
             BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=bn, num_warps=2,
@@ -1617,7 +1642,7 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
     meta = dict(IS_COMPLEX=is_complex, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None, HAS_Z=z is not None,
                 HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hin is not None,
                 WRITE_LAST=want_last, WRITE_STATES=write_states, BLOCK_N=bn, BLOCK_T=plan.bt * split,
-                TILES=triton.cdiv(plan.tpc, split), SPLIT=split, FAST_MATH=_fast_math(u),
+                TILES=_cdiv(plan.tpc, split), SPLIT=split, FAST_MATH=_fast_math(u),
                 num_warps=_FWD_WARPS)
     grid = (plan.n_chunks, dim, batch)
     if _two_pass(is_complex, u, write_states, plan):
@@ -1656,7 +1681,7 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
     nc = 2 if is_complex else 1
     (Bt, var_b, gb, sB), (Ct, var_c, gc, sC) = Bp, Cp
     A_r = _as_real_buffer(A)
-    bn = triton.next_power_of_2(dstate)
+    bn = _next_pow2(dstate)
     K = plan.n_chunks
     dev = u.device
     f32 = {"device": dev, "dtype": torch.float32}
@@ -1673,7 +1698,7 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
             SOFTPLUS=delta_softplus, BLOCK_N=bn, BLOCK_T=plan.bt, TILES=plan.tpc, num_warps=1,
         )
         cin = torch.empty_like(E)
-        _carry_kernel[(triton.cdiv(dim, _CARRY_BLOCK_D), batch)](
+        _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
             E, dtsum, A_r, dlast_r, cin, dim, K, dstate,
             IS_COMPLEX=is_complex, REVERSE=True, HAS_INIT=dlast_r is not None,
             BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=bn, num_warps=2,
@@ -1777,22 +1802,32 @@ def _input_grads(raw, A, B_like, C_like, D, delta_bias) -> tuple:
     )
 
 
+def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, return_last_state,
+                  chunk_len, want_states):
+    """The forward of one call: inputs in the kernels' layouts, the tile plan, the launches.
+    Returns (y, last, hsave, (u, delta, A, Bp, Cp, D, z, delta_bias), plan)."""
+    u, delta, z, D, delta_bias = _contig(u), _contig(delta), _rows(z), _contig(D), _contig(delta_bias)
+    is_complex = A.is_complex()
+    A = A.contiguous()
+    Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
+    plan = _Plan(u.shape[0], u.shape[1], u.shape[2], want_states, is_complex, chunk_len, u.device,
+                 u.element_size() == 2)
+    y, last, hsave = _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan,
+                          return_last_state, want_states)
+    return y, last, hsave, (u, delta, A, Bp, Cp, D, z, delta_bias), plan
+
+
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
                 return_last_state, chunk_len, grad_enabled):
-        u, delta, z, D, delta_bias = _contig(u), _contig(delta), _rows(z), _contig(D), _contig(delta_bias)
-        is_complex = A.is_complex()
-        A = A.contiguous()
-        Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
         # Tile states are saved only when a gradient can be asked for: grad mode on at the call
         # (``grad_enabled``; inside forward it is always off) and an input that requires grad.
         want_states = grad_enabled and any(ctx.needs_input_grad)
-        plan = _Plan(u.shape[0], u.shape[1], u.shape[2], want_states, is_complex, chunk_len, u.device,
-                     u.element_size() == 2)
-        y, last, hsave = _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state,
-                              plan, return_last_state, want_states)
+        y, last, hsave, (u, delta, A, Bp, Cp, D, z, delta_bias), plan = _scan_forward(
+            u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, return_last_state, chunk_len,
+            want_states)
         ctx.save_for_backward(u, delta, A, Bp[0], Cp[0], D, z, delta_bias, hsave)
         # Only shapes and dtypes of the original B, C and initial_state are needed later.
         ctx.meta = (Bp[1:], Cp[1:], _Like(B), _Like(C), delta_softplus, plan,
@@ -1943,9 +1978,17 @@ def selective_scan_triton(
     between compiled regions.
     """
     if chunk_len is not None:
-        chunk_len = max(2, triton.next_power_of_2(int(chunk_len)))
+        chunk_len = max(2, _next_pow2(int(chunk_len)))
+    grad_enabled = torch.is_grad_enabled()
+    if not grad_enabled or not any(t is not None and t.requires_grad
+                                   for t in (u, delta, A, B, C, D, z, delta_bias, initial_state)):
+        # Nothing to differentiate: the forward alone, without the autograd Function's overhead
+        # (tens of microseconds of host time per call, which an idle GPU waits for).
+        y, last, *_ = _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
+                                    return_last_state, chunk_len, False)
+        return (y, last) if return_last_state else y
     return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                      delta_softplus, return_last_state, chunk_len, torch.is_grad_enabled())
+                                      delta_softplus, return_last_state, chunk_len, grad_enabled)
 
 
 @torch.compiler.disable
