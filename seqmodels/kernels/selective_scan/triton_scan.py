@@ -657,27 +657,62 @@ def _scan2_fwd_kernel(
                     tl.store(last_ptr + l_off + 1 + r * 0, his[n], mask=l_ok)
 
 
+@triton.jit
+def _position_grads(y, gBs, gAw, u, dt, raw, dout, dy, z, sig, Dv, io, mask_t, dz_row, dz_ptr, y_ptr, du_ptr,
+                    ddelta_ptr, acc_dD, acc_dbias, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, WRITE_Y: tl.constexpr):
+    """The backward's per-position work on one tile (any shape), from y = sum_n C h, gBs = Re sum_n
+    g conj(B) and gAw = Re sum_n g conj(A w): dz, y itself (gated) with ``WRITE_Y``, du and d delta
+    stored; the dD and d delta_bias accumulators returned."""
+    if HAS_D:
+        y += Dv * u  # unused (and compiled away) unless HAS_Z or WRITE_Y
+    if HAS_Z:
+        dz = dout * y * sig * (1.0 + z * (1.0 - sig))
+        tl.store(dz_ptr + dz_row + io, dz.to(dz_ptr.dtype.element_ty), mask=mask_t)
+    if WRITE_Y:
+        if HAS_Z:
+            y *= z * sig
+        tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask_t)
+    du = dt * gBs
+    if HAS_D:
+        du += Dv * dy
+        acc_dD += tl.where(mask_t, dy * u, 0.0)
+    tl.store(du_ptr + io, du.to(du_ptr.dtype.element_ty), mask=mask_t)
+    ddt = u * gBs + gAw
+    if SOFTPLUS:
+        ddt = ddt * tl.sigmoid(raw)
+    ddt = tl.where(mask_t, ddt, 0.0)  # padded positions carry adjoint but no delta
+    tl.store(ddelta_ptr + io, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_t)
+    if HAS_BIAS:
+        acc_dbias += ddt
+    return acc_dD, acc_dbias
+
+
 # --------------------------------------------------------------------------------------------
-# Backward in two passes per thread (version 5, real scans)
+# Backward in two passes per thread (version 5)
 # --------------------------------------------------------------------------------------------
 # The same [R, P] tile as the two-pass forward, but each per-position quantity is split into its
 # P columns, [R] vectors of one register per thread (`_cols`; `_from_cols` joins them back for
 # the stores): the passes inside a row are explicit loops over columns, in either direction.
 # (``tl.associative_scan(reverse=True)`` reverses its operands across the warp even along an
-# axis inside one thread: 80 shuffles per call at P = 4.) Per state index, a_t = exp(dt_t A):
+# axis inside one thread: 80 shuffles per call at P = 4.) Per state index, a_t = exp(dt_t A)
+# (complex scans: real and imaginary parts side by side, conj where the adjoint needs it):
 #   h       as in the forward: each row from zero to its end state, the rows' (decay, end state)
 #           pairs scanned across rows from the state saved entering the tile, each row again
 #           from the state entering it (keeping w_t = a_t h_{t-1} and h_t);
-#   adjoint g_t = q_t + a_{t+1} g_{t+1}, q_t = C_t dy_t, the same way backwards. Across rows the
-#           carried quantity is V_r = a g at row r's first position: V_r = a_{r,0} e_r + (row r's
-#           whole decay) V_{r+1}, e_r the row's first adjoint from zero, so the row decays are
-#           the forward's. The rows are scanned in reversed order (two shuffles reverse the
-#           operands; a forward scan), and one gather both restores the order and moves V up by
-#           one row: row r < R - 1 receives V_{r+1}, the adjoint arriving at its last position,
-#           and row R - 1 receives V_0 = a_0 g_0, the adjoint that enters the previous tile at
-#           its last position (carried in a tuple of [R] vectors, row R - 1 meaningful).
-# Version 4 spends most of its backward on two ``tl.associative_scan`` over [T] vectors per state
-# index (the reverse one with its reversals) and an exponential for the next position's decay.
+#   adjoint g_t = q_t + conj(a_{t+1}) g_{t+1}, q_t = C_t dy_t (2 conj(C_t) dy_t complex), the same
+#           way backwards. Across rows the carried quantity is V_r = conj(a) g at row r's first
+#           position: V_r = conj(a_{r,0}) e_r + conj(row r's whole decay) V_{r+1}, e_r the row's
+#           first adjoint from zero, so the row decays are the forward's. The rows are scanned in
+#           reversed order (gathers reverse the operands; a forward scan), and one gather both
+#           restores the order and moves V up by one row: row r < R - 1 receives V_{r+1}, the
+#           adjoint arriving at its last position, and row R - 1 receives V_0 = conj(a_0) g_0, the
+#           adjoint that enters the previous tile at its last position (kept for the next tile in
+#           element n of an [N] vector).
+# The state loop is a runtime loop: unrolled, the compiler interleaved the state indices and ran
+# out of registers. Version 4 spends most of its backward on two ``tl.associative_scan`` over
+# [T] vectors per state index (the reverse one with its reversals) and an exponential for the
+# next position's decay.
 
 
 @triton.jit
@@ -758,7 +793,7 @@ def _cfma(ar, ai, br, bi, cr, ci, IS_COMPLEX: tl.constexpr, CONJ: tl.constexpr =
 
 
 @triton.jit
-def _rows_carry(gr, gi, er, ei, sel, idx, IS_COMPLEX: tl.constexpr):
+def _rows_carry(gr, gi, er, ei, idx, IS_COMPLEX: tl.constexpr):
     """Scan the rows' (decay, value) pairs ``[R]`` along the rows, then gather the result at rows
     ``idx``: the cross-row step of the two-pass backward, forwards (h) and on reversed rows (the
     adjoint)."""
@@ -860,6 +895,8 @@ def _scan2_bwd_kernel(
             dy = dout * z * sig
         else:
             dy = dout
+            z = dout  # placeholders: unused without a gate
+            sig = dout
         dts = tl.sum(dt, axis=1)
         dt_c = _cols(dt)
         dtu_c = _cols(dt * u)
@@ -924,8 +961,7 @@ def _scan2_bwd_kernel(
                 if IS_COMPLEX:
                     h0i = zero_r + tl.load(hin_ptr + t_row + n * NC + 1, mask=h_ok, other=0.0)
             jr, ji = _cfma(gar, gai, h0r, h0i, er, ei, IS_COMPLEX)
-            hr, hi = _rows_carry(gar, gai, tl.where(lane0, jr, er), tl.where(lane0, ji, ei), lane0, rot,
-                                 IS_COMPLEX)
+            hr, hi = _rows_carry(gar, gai, tl.where(lane0, jr, er), tl.where(lane0, ji, ei), rot, IS_COMPLEX)
             hr = tl.where(lane0, h0r, hr)
             hi = tl.where(lane0, h0i, hi)
             hr_c = ()
@@ -968,8 +1004,8 @@ def _scan2_bwd_kernel(
             if IS_COMPLEX:
                 fgi = -tl.gather(gai, flip, 0)
                 fvi = tl.gather(vi, flip, 0)
-            vr, vi = _rows_carry(tl.gather(gar, flip, 0), fgi, tl.gather(vr, flip, 0), fvi, lane0,
-                                 unflip_up, IS_COMPLEX)
+            vr, vi = _rows_carry(tl.gather(gar, flip, 0), fgi, tl.gather(vr, flip, 0), fvi, unflip_up,
+                                 IS_COMPLEX)
             last = offs_n * 0 + (R - 1)
             cr_vec = tl.where(offs_n == n, tl.gather(vr, last, 0), cr_vec)
             if IS_COMPLEX:
@@ -1020,32 +1056,13 @@ def _scan2_bwd_kernel(
             acc_dCr, acc_dCi = _bc_grad2(dC_ptr, c_base, n, sC2, sCri, offs_t, mask_t, dCr_c, dCi_c,
                                          acc_dCr, acc_dCi, offs_n, VAR_C, IS_COMPLEX)
 
-        # ---- per-position gradients (as _scan1_bwd_kernel) -----------------------------------
-        y = _from_cols(y_c)
-        gBs = _from_cols(gB_c)
-        if HAS_D:
-            y += Dv * u
-        if HAS_Z:
-            dz = dout * y * sig * (1.0 + z * (1.0 - sig))
-            tl.store(dz_ptr + pid_b.to(tl.int64) * dz_extra + io, dz.to(dz_ptr.dtype.element_ty), mask=mask_t)
-        if WRITE_Y:
-            if HAS_Z:
-                y *= z * sig
-            tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask_t)
-        du = dt * gBs
-        if HAS_D:
-            du += Dv * dy
-            acc_dD += tl.where(mask_t, dy * u, 0.0)
-        tl.store(du_ptr + io, du.to(du_ptr.dtype.element_ty), mask=mask_t)
-        ddt = u * gBs + _from_cols(gAw_c)
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(raw)
-        ddt = tl.where(mask_t, ddt, 0.0)  # padded positions carry adjoint but no delta
-        tl.store(ddelta_ptr + io, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_t)
-        if HAS_BIAS:
-            acc_dbias += ddt
+        # ---- per-position gradients ---------------------------------------------------------
+        acc_dD, acc_dbias = _position_grads(
+            _from_cols(y_c), _from_cols(gB_c), _from_cols(gAw_c), u, dt, raw, dout, dy, z, sig, Dv, io, mask_t,
+            pid_b.to(tl.int64) * dz_extra, dz_ptr, y_ptr, du_ptr, ddelta_ptr, acc_dD, acc_dbias, HAS_D, HAS_Z,
+            HAS_BIAS, SOFTPLUS, WRITE_Y)
 
-    # Per-channel sums: one atomic add per program and state index into partial row ``slot``.
+    # Per-channel sums: one atomic add per program into partial row ``slot`` (torch sums rows).
     slot = (pid_b * n_chunks + pid_k) % n_slots
     p_off = (slot * dim + d).to(tl.int64) * (dstate * NC) + offs_n * NC
     tl.atomic_add(dA_ptr + p_off, acc_dAr, mask=mask_n, sem="relaxed")
@@ -1069,6 +1086,7 @@ def _scan2_bwd_kernel(
             tl.store(dinit_ptr + i_off, cr_vec, mask=mask_n)
             if IS_COMPLEX:
                 tl.store(dinit_ptr + i_off + 1, ci_vec, mask=mask_n)
+
 
 @triton.jit
 def _scan1_bwd_kernel(
@@ -1133,6 +1151,8 @@ def _scan1_bwd_kernel(
             dy = dout * z * sig
         else:
             dy = dout
+            z = dout  # placeholders: unused without a gate
+            sig = dout
         dtu = dt * u
         t_row = (chan * n_tiles + tile) * (dstate * NC)
         y = tl.zeros([BLOCK_T], dtype=tl.float32)  # sum_n C h (for dz)
@@ -1219,27 +1239,9 @@ def _scan1_bwd_kernel(
                                             acc_dCr, acc_dCi, VAR_C, IS_COMPLEX)
 
         # ---- per-position gradients ---------------------------------------------------------
-        if HAS_D:
-            y += Dv * u  # unused (and compiled away) unless HAS_Z or WRITE_Y
-        if HAS_Z:
-            dz = dout * y * sig * (1.0 + z * (1.0 - sig))
-            tl.store(dz_ptr + pid_b.to(tl.int64) * dz_extra + io, dz.to(dz_ptr.dtype.element_ty), mask=mask_t)
-        if WRITE_Y:
-            if HAS_Z:
-                y *= z * sig
-            tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask_t)
-        du = dt * gBs
-        if HAS_D:
-            du += Dv * dy
-            acc_dD += tl.where(mask_t, dy * u, 0.0)
-        tl.store(du_ptr + io, du.to(du_ptr.dtype.element_ty), mask=mask_t)
-        ddt = u * gBs + gAw
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(raw)
-        ddt = tl.where(mask_t, ddt, 0.0)  # padded positions carry adjoint but no delta
-        tl.store(ddelta_ptr + io, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_t)
-        if HAS_BIAS:
-            acc_dbias += ddt
+        acc_dD, acc_dbias = _position_grads(
+            y, gBs, gAw, u, dt, raw, dout, dy, z, sig, Dv, io, mask_t, pid_b.to(tl.int64) * dz_extra, dz_ptr,
+            y_ptr, du_ptr, ddelta_ptr, acc_dD, acc_dbias, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, WRITE_Y)
 
     # Per-channel sums: one atomic add per program into partial row ``slot`` (torch sums rows).
     slot = (pid_b * n_chunks + pid_k) % n_slots
