@@ -658,6 +658,22 @@ def _scan2_fwd_kernel(
 
 
 @triton.jit
+def _gated_dout(dout_ptr, z_ptr, io, mask_t, z_row, HAS_Z: tl.constexpr):
+    """A backward tile's output gradient and gate, fp32: (dout, z, sigmoid(z), dy = dout silu(z));
+    without a gate z and sigmoid(z) are placeholders (unused) and dy = dout."""
+    dout = tl.load(dout_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + z_row + io, mask=mask_t, other=0.0).to(tl.float32)
+        sig = tl.sigmoid(z)
+        dy = dout * z * sig
+    else:
+        dy = dout
+        z = dout
+        sig = dout
+    return dout, z, sig, dy
+
+
+@triton.jit
 def _position_grads(y, gBs, gAw, u, dt, raw, dout, dy, z, sig, Dv, io, mask_t, dz_row, dz_ptr, y_ptr, du_ptr,
                     ddelta_ptr, acc_dD, acc_dbias, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, WRITE_Y: tl.constexpr):
@@ -888,15 +904,7 @@ def _scan2_bwd_kernel(
         io = row + offs_t
         u = tl.load(u_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
         dt, raw = _dt_row(delta_ptr, io, mask_t, bias, HAS_BIAS, SOFTPLUS)
-        dout = tl.load(dout_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
-        if HAS_Z:
-            z = tl.load(z_ptr + pid_b.to(tl.int64) * z_extra + io, mask=mask_t, other=0.0).to(tl.float32)
-            sig = tl.sigmoid(z)
-            dy = dout * z * sig
-        else:
-            dy = dout
-            z = dout  # placeholders: unused without a gate
-            sig = dout
+        dout, z, sig, dy = _gated_dout(dout_ptr, z_ptr, io, mask_t, pid_b.to(tl.int64) * z_extra, HAS_Z)
         dts = tl.sum(dt, axis=1)
         dt_c = _cols(dt)
         dtu_c = _cols(dt * u)
@@ -1144,15 +1152,7 @@ def _scan1_bwd_kernel(
         # adjoint arriving from the next tile.
         mask_next = ((offs_t + 1) < L) & (loc_t < BLOCK_T - 1)
         dt_next, _ = _dt_row(delta_ptr, io + 1, mask_next, bias, HAS_BIAS, SOFTPLUS)
-        dout = tl.load(dout_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
-        if HAS_Z:
-            z = tl.load(z_ptr + pid_b.to(tl.int64) * z_extra + io, mask=mask_t, other=0.0).to(tl.float32)
-            sig = tl.sigmoid(z)
-            dy = dout * z * sig
-        else:
-            dy = dout
-            z = dout  # placeholders: unused without a gate
-            sig = dout
+        dout, z, sig, dy = _gated_dout(dout_ptr, z_ptr, io, mask_t, pid_b.to(tl.int64) * z_extra, HAS_Z)
         dtu = dt * u
         t_row = (chan * n_tiles + tile) * (dstate * NC)
         y = tl.zeros([BLOCK_T], dtype=tl.float32)  # sum_n C h (for dz)
@@ -1468,6 +1468,12 @@ def _rows_p(block_t: int, warps: int = 1) -> int:
     return max(1, block_t // (32 * warps))
 
 
+def _reg_cap(cap: int | None) -> dict:
+    """The launch option capping a kernel's registers (none under the interpreter, which has no
+    compiler to pass it to)."""
+    return {} if _interpreting() or cap is None else dict(maxnreg=cap)
+
+
 def _fast_math(u: Tensor) -> bool:
     return _FAST_MATH and u.element_size() == 2 and not _interpreting()
 
@@ -1648,8 +1654,7 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
                 num_warps=_FWD_WARPS)
     grid = (plan.n_chunks, dim, batch)
     if _two_pass(is_complex, u, write_states, plan):
-        extra = {} if _interpreting() or _FWD_MAXNREG is None else dict(maxnreg=_FWD_MAXNREG)
-        _scan2_fwd_kernel[grid](*args, **meta, P=_rows_p(plan.bt * split, _FWD_WARPS), **extra)
+        _scan2_fwd_kernel[grid](*args, **meta, P=_rows_p(plan.bt * split, _FWD_WARPS), **_reg_cap(_FWD_MAXNREG))
     else:
         _scan1_fwd_kernel[grid](*args, **meta, N_UNROLL=_FWD_N_UNROLL,
                                 PREFETCH=_PREFETCH and not is_complex)
@@ -1727,8 +1732,7 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
                 HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, BLOCK_N=bn,
                 BLOCK_T=plan.bt, TILES=plan.tpc, FAST_MATH=_fast_math(u), num_warps=_BWD_WARPS)
     if _bwd_two_pass(plan):
-        extra = {} if _interpreting() or _BWD_MAXNREG is None else dict(maxnreg=_BWD_MAXNREG)
-        _scan2_bwd_kernel[(K, dim, batch)](*args, **meta, P=_rows_p(plan.bt, _BWD_WARPS), **extra)
+        _scan2_bwd_kernel[(K, dim, batch)](*args, **meta, P=_rows_p(plan.bt, _BWD_WARPS), **_reg_cap(_BWD_MAXNREG))
     else:
         _scan1_bwd_kernel[(K, dim, batch)](*args, **meta, N_UNROLL=_BWD_N_UNROLL,
                                            PREFETCH=_PREFETCH and not is_complex)
@@ -1804,19 +1808,25 @@ def _input_grads(raw, A, B_like, C_like, D, delta_bias) -> tuple:
     )
 
 
-def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, return_last_state,
-                  chunk_len, want_states):
-    """The forward of one call: inputs in the kernels' layouts, the tile plan, the launches.
-    Returns (y, last, hsave, (u, delta, A, Bp, Cp, D, z, delta_bias), plan)."""
+def _prepare(u, delta, A, B, C, D, z, delta_bias, training, chunk_len):
+    """The inputs in the kernels' layouts, ``(u, delta, A, Bp, Cp, D, z, delta_bias)`` (Bp / Cp from
+    `_prep_bc`), and the call's tile plan (``training``: tile states will be saved)."""
     u, delta, z, D, delta_bias = _contig(u), _contig(delta), _rows(z), _contig(D), _contig(delta_bias)
     is_complex = A.is_complex()
     A = A.contiguous()
     Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
-    plan = _Plan(u.shape[0], u.shape[1], u.shape[2], want_states, is_complex, chunk_len, u.device,
+    plan = _Plan(u.shape[0], u.shape[1], u.shape[2], training, is_complex, chunk_len, u.device,
                  u.element_size() == 2)
-    y, last, hsave = _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan,
-                          return_last_state, want_states)
-    return y, last, hsave, (u, delta, A, Bp, Cp, D, z, delta_bias), plan
+    return (u, delta, A, Bp, Cp, D, z, delta_bias), plan
+
+
+def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, return_last_state,
+                  chunk_len, want_states):
+    """The forward of one call: `_prepare`, then the launches.
+    Returns (y, last, hsave, (u, delta, A, Bp, Cp, D, z, delta_bias), plan)."""
+    inputs, plan = _prepare(u, delta, A, B, C, D, z, delta_bias, want_states, chunk_len)
+    y, last, hsave = _fwd(*inputs, delta_softplus, initial_state, plan, return_last_state, want_states)
+    return y, last, hsave, inputs, plan
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -1876,12 +1886,8 @@ class _SelectiveScanLinearTriton(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, weight, delta_softplus, recompute):
-        u, delta, z, D, delta_bias = _contig(u), _contig(delta), _rows(z), _contig(D), _contig(delta_bias)
-        is_complex = A.is_complex()
-        A = A.contiguous()
-        Bp, Cp = _prep_bc(B, is_complex), _prep_bc(C, is_complex)
-        batch, dim, L = u.shape
-        plan = _Plan(batch, dim, L, True, is_complex, None, u.device, u.element_size() == 2)
+        (u, delta, A, Bp, Cp, D, z, delta_bias), plan = _prepare(u, delta, A, B, C, D, z, delta_bias, True, None)
+        batch, _, L = u.shape
         ctx.save_for_backward(u, delta, A, Bp[0], Cp[0], D, z, delta_bias, weight)
         ctx.meta = (Bp[1:], Cp[1:], _Like(B), _Like(C), delta_softplus, plan)
         if recompute:
