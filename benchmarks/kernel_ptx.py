@@ -57,8 +57,10 @@ def compile_kernel(role: str, tile: int, is_complex: bool, dtype: str, unroll: i
         WRITE_STATES=save_states, BLOCK_N=16, BLOCK_T=tile, TILES=4096 // tile,
         N_UNROLL=unroll or (ts._FWD_N_UNROLL if role == "fwd" else ts._BWD_N_UNROLL),
         PREFETCH=ts._PREFETCH and not is_complex, SPLIT=split,
-        # The launcher's rule (16-bit inputs), applied to an empty tensor of the chosen dtype.
-        FAST_MATH=ts._fast_math(torch.empty(0, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)),
+        # The launcher's rule: every fwd (there it is only the cos / sin); else 16-bit inputs,
+        # applied to an empty tensor of the chosen dtype.
+        FAST_MATH=ts._FAST_MATH if role == "fwd" else
+        ts._fast_math(torch.empty(0, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)),
     )
     options = dict(num_warps=num_warps)
     if maxnreg is None and role in ("fwd2", "bwd2"):

@@ -114,7 +114,7 @@ def main() -> None:
         "argument checks": lambda: check_scan_args(u, x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
                                                    x["delta_bias"], None),
         "B / C layouts": lambda: (ts._prep_bc(x["B"], cplx), ts._prep_bc(x["C"], cplx)),
-        "tile plan": lambda: ts._Plan(b, d, length, False, cplx, None, u.device, u.element_size() == 2),
+        "tile plan": lambda: ts._Plan(b, d, length, False, cplx, None, u.device),
         "output allocation": lambda: torch.empty_like(u),
     }
     for label, fn in stages.items():

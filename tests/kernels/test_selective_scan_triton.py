@@ -350,8 +350,7 @@ def test_triton_scan_multi_tile_chunks(case: Case, nan_empty, device: torch.devi
 @pytest.mark.parametrize("tiles, is_complex", [(4.5, False), (4, False), (4.5, True)])
 def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float, is_complex: bool, two_pass: bool,
                                                                    monkeypatch, nan_empty, device: torch.device) -> None:
-    """A training forward over one chunk (real, or complex with 16-bit inputs) runs on tiles of
-    two backward tiles and saves the state at each tile's middle: y and every saved state equal
+    """A training forward over one chunk runs on tiles of two backward tiles and saves the state at each tile's middle: y and every saved state equal
     those of single tiles (an odd tile count leaves the last forward tile without a middle state
     to save). Both forward kernels."""
     from seqmodels.kernels.selective_scan import triton_scan
@@ -364,9 +363,8 @@ def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float
                 b="var", c="group", groups=3, has_init=True)
     x = _make_inputs(case, device)
     Bp, Cp = triton_scan._prep_bc(x["B"], is_complex), triton_scan._prep_bc(x["C"], is_complex)
-    # One chunk of 8 tiles covers the row whatever the device's SM count (16-bit inputs: the
-    # complex row, which is bf16).
-    plan = triton_scan._Plan(2, 3, L, True, is_complex, 8 * bt, torch.device(device), case.dtype == "bf16")
+    # One chunk of 8 tiles covers the row whatever the device's SM count.
+    plan = triton_scan._Plan(2, 3, L, True, is_complex, 8 * bt, torch.device(device))
     assert plan.wide
     assert plan.n_chunks == 1 and plan.n_tiles == -(-L // bt) >= 4
     out = {}
@@ -382,16 +380,21 @@ def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-6)
 
 
-def test_triton_scan_fast_math_only_for_16_bit_inputs(monkeypatch) -> None:
+def test_triton_scan_fast_math_rule(monkeypatch) -> None:
     """Compiled scans take the hardware approximations (cos / sin of complex scans, the log of
-    softplus) for bf16 / fp16 inputs only; fp32 inputs and the interpreter keep the accurate
-    functions (the GPU rows above check both kinds against float64)."""
+    softplus) for bf16 / fp16 inputs; fp32 inputs take them only for the cos / sin of the
+    forward, whose complex tiles are then as wide as real ones; the interpreter keeps the
+    accurate functions (the GPU rows check each kind against float64)."""
     from seqmodels.kernels.selective_scan import triton_scan
 
     monkeypatch.setattr(triton_scan, "_interpreting", lambda: False)
     assert triton_scan._fast_math(torch.zeros(1, dtype=torch.bfloat16))
     assert triton_scan._fast_math(torch.zeros(1, dtype=torch.float16))
     assert not triton_scan._fast_math(torch.zeros(1, dtype=torch.float32))
+    cpu = torch.device("cpu")  # no SMs: one chunk per row
+    inference, training = (triton_scan._Plan(8, 160, 1100, t, True, None, cpu) for t in (False, True))
+    assert inference.bt == 256
+    assert training.bt == 128 and training.wide  # the training forward: double tiles
     monkeypatch.setattr(triton_scan, "_interpreting", lambda: True)
     assert not triton_scan._fast_math(torch.zeros(1, dtype=torch.bfloat16))
 
@@ -510,13 +513,16 @@ def test_triton_scan_matches_reference_gpu(case: Case, device: torch.device) -> 
     pytest.param(Case(8, 160, 16, 1100, None, dtype="bf16", b="var", c="var"), id="real-bf16"),
     pytest.param(Case(8, 160, 16, 1100, None, complex=True, dtype="bf16", b="var", c="group", groups=4),
                  id="cplx-bf16"),
+    pytest.param(Case(8, 160, 16, 1100, None, complex=True, dtype="fp32", b="var", c="var", has_init=True),
+                 id="cplx-fp32"),
 ])
 def test_triton_scan_inference_forward_matches_reference_gpu(case: Case, device: torch.device) -> None:
-    """The forward alone (no gradient can follow) over one chunk per row: 256-position tiles, for
-    real scans and for complex ones with 16-bit inputs (the rows above run the training tiles)."""
+    """The forward alone (no gradient can follow) over one chunk per row: 256-position tiles, and
+    the hardware cos / sin for complex scans, fp32 ones included (the rows above run the
+    training tiles)."""
     from seqmodels.kernels.selective_scan import triton_scan
 
-    plan = triton_scan._Plan(case.batch, case.dim, case.L, False, case.complex, None, device, True)
+    plan = triton_scan._Plan(case.batch, case.dim, case.L, False, case.complex, None, device)
     assert plan.bt == 256 and plan.n_chunks == 1
     args = [_make_inputs(case, device)[k] for k in _ORDER]
     args64 = [_to64(a) for a in args]

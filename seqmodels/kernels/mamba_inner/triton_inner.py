@@ -65,7 +65,7 @@ class _MambaInnerTriton(torch.autograd.Function):
         D32 = D.float().contiguous()
         bias32 = dt_proj_bias.float().contiguous()
         want = grad_enabled and any(ctx.needs_input_grad)
-        plan = _ScanPlan(batch, e, L, want, False, None, xz.device, dtype.itemsize == 2)
+        plan = _ScanPlan(batch, e, L, want, False, None, xz.device)
         y, _, hsave = _scan_fwd(u, delta, A, Bp, Cp, D32, z, bias32, True, None, plan, False, want)
         out = torch.bmm(y.transpose(1, 2), _batched(wo.t(), batch))  # [B, L, D_model]
         if want:
