@@ -350,9 +350,9 @@ def test_triton_scan_multi_tile_chunks(case: Case, nan_empty, device: torch.devi
 @pytest.mark.parametrize("tiles, is_complex", [(4.5, False), (4, False), (4.5, True)])
 def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float, is_complex: bool, two_pass: bool,
                                                                    monkeypatch, nan_empty, device: torch.device) -> None:
-    """A training forward over one chunk runs on tiles of two backward tiles and saves the state at each tile's middle: y and every saved state equal
-    those of single tiles (an odd tile count leaves the last forward tile without a middle state
-    to save). Both forward kernels."""
+    """A training forward over one chunk runs on tiles of two backward tiles and saves the state
+    at each tile's middle: y and every saved state equal those of single tiles (an odd tile count
+    leaves the last forward tile without a middle state to save). Both forward kernels."""
     from seqmodels.kernels.selective_scan import triton_scan
 
     monkeypatch.setattr(triton_scan, "_FWD_TWO_PASS", two_pass)
