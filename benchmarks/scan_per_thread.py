@@ -172,8 +172,8 @@ def main() -> None:
                 y = forward(**inputs, chunk=c, warps=w)
                 diff = ((y.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
                 t = median_cuda_ms(lambda: forward(**inputs, chunk=c, warps=w), args.reps, device_time=True)
-                print(f"  chunk {c:>6} warps {w}: {t:.3f}  ({t_lib / t:.2f}x the library; max |y - library| / max |y| {diff:.1e})",
-                      flush=True)
+                print(f"  chunk {c:>6} warps {w}: {t:.3f}  ({t_lib / t:.2f}x the library; "
+                      f"max |y - library| / max |y| {diff:.1e})", flush=True)
 
 
 if __name__ == "__main__":
