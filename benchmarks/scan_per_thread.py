@@ -128,9 +128,9 @@ def forward(u, delta, A, B, C, D, z, delta_bias, chunk: int, warps: int = 1):
         _per_thread_kernel[grid](u, delta, delta_bias, A, B, C, D, z, None, y, S, dtsum, dim, L, K,
                                  HAS_HIN=False, STATE_ONLY=True, **meta)
         hin = torch.empty_like(S)
-        ts._carry_kernel[(triton.cdiv(dim, 4), batch)](
+        ts._carry_kernel[(ts._cdiv(dim, ts._CARRY_BLOCK_D), batch)](
             S, dtsum, A, None, hin, dim, K, n, IS_COMPLEX=False, REVERSE=False, HAS_INIT=False,
-            BLOCK_D=4, BLOCK_N=triton.next_power_of_2(n), num_warps=2)
+            BLOCK_D=ts._CARRY_BLOCK_D, BLOCK_N=ts._next_pow2(n), num_warps=2)
     _per_thread_kernel[grid](u, delta, delta_bias, A, B, C, D, z, hin, y, None, None, dim, L, K,
                              HAS_HIN=hin is not None, STATE_ONLY=False, **meta)
     return y
