@@ -115,6 +115,9 @@ def main() -> None:
     parser.add_argument("--fwd-two-pass", choices=["auto", "on", "off"], default="auto",
                         help="the forward kernel: two passes per thread (on, also for the training "
                              "forward), version 4 (off), or the launcher's rule")
+    parser.add_argument("--per-thread", choices=["auto", "on", "off"], default="auto",
+                        help="the forward alone of real scans with one channel per thread (on: wherever it "
+                             "applies), the tile kernels (off), or the launcher's rule")
     parser.add_argument("--bwd-two-pass", choices=["auto", "on", "off"], default="auto",
                         help="the backward kernel: two passes per thread (on), version 4 (off), or the "
                              "launcher's rule")
@@ -130,6 +133,8 @@ def main() -> None:
         triton_scan._BWD_N_UNROLL = args.bwd_unroll
     if args.fwd_two_pass != "auto":
         triton_scan._FWD_TWO_PASS = args.fwd_two_pass == "on"
+    if args.per_thread != "auto":
+        triton_scan._FWD_PER_THREAD = args.per_thread == "on"
     if args.bwd_two_pass != "auto":
         triton_scan._BWD_TWO_PASS = args.bwd_two_pass == "on"
     if args.bwd_maxnreg:

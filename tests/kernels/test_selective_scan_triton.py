@@ -257,6 +257,118 @@ def test_triton_scan_backward_rule(monkeypatch) -> None:
     assert not triton_scan._bwd_two_pass(P())
 
 
+
+def check_forward_alone(case: Case, device: torch.device, **kw) -> None:
+    """y and last_state of a call that no gradient can follow, against the reference."""
+    args = [_make_inputs(case, device)[k] for k in _ORDER]
+    with torch.no_grad():
+        out = selective_scan_triton(*args[:8], case.softplus, case.last, args[8], **kw)
+        ref = _ref(*args[:8], case.softplus, case.last, args[8])
+        ref64 = _ref(*[_to64(a) for a in args[:8]], case.softplus, case.last, _to64(args[8]))
+    y, last = out if case.last else (out, None)
+    y_ref, last_ref = ref if case.last else (ref, None)
+    y64, last64 = ref64 if case.last else (ref64, None)
+    ulp = case.dtype == "bf16"
+    assert y.dtype == args[0].dtype and y.shape == args[0].shape
+    assert_close("y", y, y_ref, y64, bf16_ulp=ulp)
+    if case.last:
+        assert last.dtype == torch.float32 and last.shape == (case.batch, case.dim, case.dstate)
+        assert_close("last_state", last, last_ref, last64, bf16_ulp=ulp)
+
+
+@pytest.mark.parametrize("case", [c for c in _cpu_cases() if not c.values[0].complex])
+def test_triton_scan_per_thread_forward_matches_reference(case: Case, nan_empty, monkeypatch,
+                                                          device: torch.device) -> None:
+    """The forward alone with one channel per thread (_thread_fwd_kernel), forced, on the real
+    rows of the grid: every dtype, B / C layout and flag, chunks of 2 to 16 positions (P, the
+    positions per load, shrinks to the chunk) with carried states and ragged ends."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_FWD_PER_THREAD", True)
+    calls = []
+    real = triton_scan._fwd_per_thread
+    monkeypatch.setattr(triton_scan, "_fwd_per_thread", lambda *a: calls.append(1) or real(*a))
+    check_forward_alone(case, device, chunk_len=case.chunk)
+    assert calls
+
+
+
+class _LaunchSpy:
+    """Stands in for a Triton kernel: records the keyword arguments of every launch."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            self.launches.append(kw)
+            return self.kernel[grid](*args, **kw)
+        return launch
+
+
+@pytest.mark.parametrize("case, words, even", [
+    pytest.param(Case(1, 64, 4, 64, 16, dtype="bf16", b="var", c="group", groups=2), True, True,
+                 id="bf16-words-even-groups-inside-a-program"),
+    pytest.param(Case(2, 12, 16, 40, 16, dtype="bf16", b="group", c="var", groups=3, has_init=True), True, False,
+                 id="bf16-words-ragged-dim-and-chunk"),
+    pytest.param(Case(2, 64, 5, 20, 8, dtype="bf16", b="var", c="const", has_z=False), True, False,
+                 id="bf16-words-L-not-a-multiple-of-P"),
+    pytest.param(Case(1, 64, 3, 48, 16, dtype="fp32", b="const", c="var", softplus=False), False, True,
+                 id="fp32-even"),
+    pytest.param(Case(1, 128, 4, 48, 16, dtype="fp16", b="var", c="var", has_init=True), False, True,
+                 id="fp16-even"),
+])
+def test_triton_scan_per_thread_words_and_even(case: Case, words: bool, even: bool, nan_empty, monkeypatch,
+                                               device: torch.device) -> None:
+    """The per-thread forward's fast paths: bf16 B / C rows read as 32-bit words (even L), and
+    loads without masks when every row and position is in range (dim a multiple of the 64
+    channels of a program, L of P)."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_FWD_PER_THREAD", True)
+    spy = _LaunchSpy(triton_scan._thread_fwd_kernel)
+    monkeypatch.setattr(triton_scan, "_thread_fwd_kernel", spy)
+    check_forward_alone(case, device, chunk_len=case.chunk)
+    assert len(spy.launches) == 2  # the state-only pass and the scan
+    assert all(kw["WORDS"] is words and kw["EVEN"] is even for kw in spy.launches)
+
+def test_triton_scan_per_thread_rule(monkeypatch) -> None:
+    """The launcher takes the one-channel-per-thread forward for real scans, forward alone, at
+    most 16 states: 16-bit inputs always, fp32 ones when the rows are split into chunks; True
+    forces it wherever it applies, False never. Its chunks: the given chunk_len; else whole rows
+    when they give 6 warps per SM, or halved until the grid has 24."""
+    from seqmodels.kernels.selective_scan import triton_scan as ts
+
+    class P:
+        n_chunks = 1
+
+    bf16, fp16, fp32 = (torch.zeros(1, dtype=t) for t in (torch.bfloat16, torch.float16, torch.float32))
+    assert ts._per_thread(False, bf16, 16, False, P())
+    assert ts._per_thread(False, fp16, 16, False, P())
+    assert not ts._per_thread(False, fp32, 16, False, P())  # fp32 over whole rows: the tile kernels
+    assert not ts._per_thread(True, bf16, 16, False, P())  # complex
+    assert not ts._per_thread(False, bf16, 16, True, P())  # a backward follows
+    assert not ts._per_thread(False, bf16, 17, False, P())  # states past the registers
+    P.n_chunks = 2
+    assert ts._per_thread(False, fp32, 16, False, P())
+    monkeypatch.setattr(ts, "_FWD_PER_THREAD", True)
+    P.n_chunks = 1
+    assert ts._per_thread(False, fp32, 4, False, P())
+    assert not ts._per_thread(True, fp32, 4, False, P())
+    monkeypatch.setattr(ts, "_FWD_PER_THREAD", False)
+    assert not ts._per_thread(False, bf16, 16, False, P())
+
+    cpu = torch.device("cpu")
+    assert ts._thread_chunk(1, 256, 1 << 20, 8, 64, cpu) == 64
+    assert ts._thread_chunk(1, 256, 1 << 20, 8, 2, cpu) == 8
+    assert ts._thread_chunk(1, 256, 1000, 8, None, cpu) == 1024  # no SMs (the interpreter): one chunk
+    monkeypatch.setattr(ts, "_sm_count", lambda dev: 132)
+    # 1 x 256 channels: 8 warps, so 396 chunks for 24 warps per SM, 512 in powers of two
+    assert ts._thread_chunk(1, 256, 1 << 20, 8, None, cpu) == 2048
+    assert ts._thread_chunk(8, 1536, 4096, 8, None, cpu) == 256  # 2.9 warps per SM: 16 chunks
+    assert ts._thread_chunk(1, 256, 4096, 8, None, cpu) == 256  # not below _THREAD_MIN_CHUNK
+    assert ts._thread_chunk(64, 512, 1000, 8, None, cpu) == 1024  # 7.8 warps per SM: whole rows
+
 def test_triton_scan_single_chunk_and_default_chunk(device: torch.device) -> None:
     """One chunk covers the whole sequence (no carry passes), with the default chunk length."""
     check_case(Case(batch=2, dim=3, dstate=2, L=5, chunk=None, dtype="fp32", b="const", c="var",
@@ -519,7 +631,7 @@ def test_triton_scan_matches_reference_gpu(case: Case, device: torch.device) -> 
 def test_triton_scan_inference_forward_matches_reference_gpu(case: Case, device: torch.device) -> None:
     """The forward alone (no gradient can follow) over one chunk per row: 256-position tiles, and
     the hardware cos / sin for complex scans, fp32 ones included (the rows above run the
-    training tiles)."""
+    training tiles); the real row takes the one-channel-per-thread kernel."""
     from seqmodels.kernels.selective_scan import triton_scan
 
     plan = triton_scan._Plan(case.batch, case.dim, case.L, False, case.complex, None, device)
@@ -533,3 +645,27 @@ def test_triton_scan_inference_forward_matches_reference_gpu(case: Case, device:
     assert_close("y", y, y_ref, y64, bf16_ulp=True)
     assert_close("last_state", last, last_ref, last64, bf16_ulp=True)
 
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case, words, even", [
+    pytest.param(Case(1, 256, 16, 65536, None, dtype="bf16", b="var", c="var"), True, True, id="real-bf16-64k"),
+    pytest.param(Case(2, 128, 16, 10000, None, dtype="fp32", b="group", c="const", groups=4, has_init=True),
+                 False, True, id="real-fp32-group-const-init"),
+    pytest.param(Case(1, 200, 16, 30001, None, dtype="fp16", b="var", c="group", groups=4), False, False,
+                 id="real-fp16-ragged"),
+    pytest.param(Case(1, 64, 16, 40002, None, dtype="bf16", b="group", c="var", groups=2, has_z=False), True, False,
+                 id="real-bf16-L-not-a-multiple-of-P"),
+])
+def test_triton_scan_per_thread_forward_matches_reference_gpu(case: Case, words: bool, even: bool, monkeypatch,
+                                                              device: torch.device) -> None:
+    """The forward alone of a scan with few channels and long rows takes the one-channel-per-thread
+    kernel on its own (rows split into chunks, 16 states), compiled: bf16 rows read as words,
+    unmasked loads, ragged rows and channels."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    spy = _LaunchSpy(triton_scan._thread_fwd_kernel)
+    monkeypatch.setattr(triton_scan, "_thread_fwd_kernel", spy)
+    check_forward_alone(case, device)
+    assert len(spy.launches) == 2
+    assert all(kw["WORDS"] is words and kw["EVEN"] is even for kw in spy.launches)

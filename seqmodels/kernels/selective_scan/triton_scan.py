@@ -1390,6 +1390,166 @@ def _chunk_adjoint_kernel(
     tl.store(dtsum_ptr + chan * n_chunks + pid_k, tot)
 
 
+@triton.jit
+def _load_in(ptr, mask, EVEN: tl.constexpr):
+    """``tl.load`` with ``mask`` (0 where masked), or without when ``EVEN`` says every address is
+    in range (a masked load first zeroes its registers)."""
+    if EVEN:
+        x = tl.load(ptr)
+    else:
+        x = tl.load(ptr, mask=mask, other=0)
+    return x
+
+
+@triton.jit
+def _bc_cols(ptr, base, n, s2, t0, mask_d, L, Lw, held, VAR: tl.constexpr, P: tl.constexpr, WORDS: tl.constexpr,
+             EVEN: tl.constexpr):
+    """Row ``n`` of B or C at positions t0 .. t0 + P - 1 as P ``[BLOCK_D]`` fp32 columns:
+    variable, from a ``[BLOCK_D, P]`` tile that each thread loads whole (rows of one group share
+    their addresses); constant, the channel's value ``held`` P times. ``WORDS`` (bf16 rows, even
+    offsets and L): read as 32-bit words, each two values unpacked with one shift and one mask
+    (the compiler's own conversion spends a byte permute more on every high half); ``ptr`` is
+    then an int32 view of the rows, ``base`` and ``s2`` count words and ``Lw`` is L / 2."""
+    if VAR:
+        if WORDS:
+            offs_w = tl.arange(0, P // 2)
+            tw = tl.multiple_of(t0 // 2, P // 2)
+            mask = mask_d[:, None] & (tw + offs_w < Lw)[None, :]
+            w = _load_in(ptr + (base[:, None] + (n * s2 + tw + offs_w)[None, :]), mask, EVEN)
+            lo = _cols((w << 16).to(tl.float32, bitcast=True))
+            hi = _cols((w & -65536).to(tl.float32, bitcast=True))
+            out = ()
+            for i in tl.static_range(P // 2):
+                out = out + (lo[i], hi[i])
+        else:
+            offs_t = t0 + tl.arange(0, P)
+            mask = mask_d[:, None] & (offs_t < L)[None, :]
+            x = _load_in(ptr + (base[:, None] + (n * s2 + offs_t)[None, :]), mask, EVEN)
+            out = _cols(x.to(tl.float32))
+    else:
+        out = _cols_of(held, VAR, P)
+    return out
+
+
+@triton.jit
+def _thread_fwd_kernel(
+    # pointers (hin: states entering each chunk; S, dtsum: the state-only pass's outputs)
+    u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, hin_ptr, y_ptr, last_ptr, S_ptr, dtsum_ptr,
+    # dims (Lw: L // 2); positions per chunk; channels per group of B and C; z's batch stride
+    # beyond dim * L
+    dim, L, Lw, n_chunks, chunk, group_b, group_c, z_extra,
+    # strides of B and C (real planar layout: batch, group, state; positions contiguous)
+    sB0, sB1, sB2, sC0, sC1, sC2,
+    # meta
+    N: tl.constexpr, BLOCK_D: tl.constexpr, P: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_HIN: tl.constexpr, WRITE_LAST: tl.constexpr, STATE_ONLY: tl.constexpr, FAST_MATH: tl.constexpr,
+    WORDS: tl.constexpr, EVEN: tl.constexpr,
+):
+    """The forward alone of a real scan with one channel per thread: BLOCK_D channels of batch
+    row ``program_id(2)``, chunk ``program_id(0)``. A thread keeps its channel's N states in
+    registers and walks the chunk's positions one after another, P at a time (one 16-byte load
+    of u, delta and z per P positions): per state element one exponential and three multiplies
+    or multiply-adds; no shuffles and no reduction across threads (y sums the N states inside
+    the thread). ``STATE_ONLY``: the chunk's end state from zero and its sum of dt (the
+    ``[B, D, K, N, 1]`` / ``[B, D, K]`` format `_carry_kernel` reads); else the scan from
+    ``hin`` (or zero), writing y, and the last chunk writes last_state."""
+    k = tl.program_id(0)
+    pid_b = tl.program_id(2)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    offs_p = tl.arange(0, P)
+    chan = (pid_b * dim + offs_d).to(tl.int64)
+    row = chan * L
+    state = (chan * n_chunks + k) * N
+    pb = pid_b.to(tl.int64)
+    if VAR_B:
+        b_base = pb * sB0 + (offs_d // group_b) * sB1
+    else:
+        b_base = offs_d * sB1
+    if VAR_C:
+        c_base = pb * sC0 + (offs_d // group_c) * sC1
+    else:
+        c_base = offs_d * sC1
+    As = ()
+    hs = ()
+    Bs = ()  # constant B and C: the channel's N values
+    Cs = ()
+    for n in tl.static_range(N):
+        As = As + (tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0) * LOG2E,)
+        if HAS_HIN:
+            hs = hs + (tl.load(hin_ptr + state + n, mask=mask_d, other=0.0),)
+        else:
+            hs = hs + (tl.zeros([BLOCK_D], dtype=tl.float32),)
+        if not VAR_B:
+            Bs = Bs + (tl.load(B_ptr + b_base + n * sB2, mask=mask_d, other=0.0),)
+        if not VAR_C:
+            Cs = Cs + (tl.load(C_ptr + c_base + n * sC2, mask=mask_d, other=0.0),)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0)
+    dtsum = tl.zeros([BLOCK_D], dtype=tl.float32)
+    start = k * chunk
+    for t0 in range(start, tl.minimum(start + chunk, L), P):
+        offs_t = t0 + offs_p
+        mask = mask_d[:, None] & (offs_t < L)[None, :]
+        io = row[:, None] + offs_t[None, :]
+        u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
+        dt = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
+        if HAS_BIAS:
+            dt += bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt, FAST_MATH)
+        if not EVEN:
+            dt = tl.where(mask, dt, 0.0)  # positions past L leave the states as they are
+        dt_cols = _cols(dt)
+        dtu_cols = _cols(dt * u)
+        if STATE_ONLY:
+            dtsum += tl.sum(dt, axis=1)
+        ys = ()
+        new_hs = ()
+        for n in tl.static_range(N):
+            b_cols = _bc_cols(B_ptr, b_base, n, sB2, t0, mask_d, L, Lw, Bs[n] if not VAR_B else None, VAR_B, P, WORDS,
+                              EVEN)
+            h = hs[n]
+            if STATE_ONLY:
+                for j in tl.static_range(P):
+                    h = tl.exp2(dt_cols[j] * As[n]) * h + dtu_cols[j] * b_cols[j]
+            else:
+                c_cols = _bc_cols(C_ptr, c_base, n, sC2, t0, mask_d, L, Lw, Cs[n] if not VAR_C else None, VAR_C, P,
+                                  WORDS, EVEN)
+                ys_n = ()
+                for j in tl.static_range(P):
+                    h = tl.exp2(dt_cols[j] * As[n]) * h + dtu_cols[j] * b_cols[j]
+                    if n == 0:  # y starts from the first state's term (no zeroed registers)
+                        ys_n = ys_n + (c_cols[j] * h,)
+                    else:
+                        ys_n = ys_n + (ys[j] + c_cols[j] * h,)
+                ys = ys_n
+            new_hs = new_hs + (h,)
+        hs = new_hs
+        if not STATE_ONLY:
+            y = _from_cols(ys)
+            if HAS_D:
+                y += Dv[:, None] * u
+            if HAS_Z:
+                zt = _load_in(z_ptr + (io + pb * z_extra), mask, EVEN).to(tl.float32)
+                y = y * zt * tl.sigmoid(zt)
+            if EVEN:
+                tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty))
+            else:
+                tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask)
+    if STATE_ONLY:
+        for n in tl.static_range(N):
+            tl.store(S_ptr + state + n, hs[n], mask=mask_d)
+        tl.store(dtsum_ptr + chan * n_chunks + k, dtsum, mask=mask_d)
+    if WRITE_LAST:
+        last_ok = mask_d & (k == n_chunks - 1)
+        for n in tl.static_range(N):
+            tl.store(last_ptr + chan * N + n, hs[n], mask=last_ok)
+
+
 # --------------------------------------------------------------------------------------------
 # Host launchers
 # --------------------------------------------------------------------------------------------
@@ -1451,11 +1611,62 @@ _FWD_MAXNREG = 96
 _BWD_TWO_PASS = "auto"
 _BWD_MAXNREG = None
 
+# The forward alone of a real scan runs with one channel per thread (_thread_fwd_kernel) for 16-bit
+# inputs, and for fp32 ones when the rows are split into chunks; programs of _THREAD_WARPS warps.
+# Rows stay whole while the grid has _THREAD_ONE_CHUNK warps per SM; else chunks (a state-only
+# pass, the carry, the scan) are halved from the whole row until it has _THREAD_PER_SM warps per
+# SM, down to _THREAD_MIN_CHUNK positions. Measured on an H100, forward alone, ms, the previous
+# kernels -> one chunk / chunked for 24 warps per SM: (8, 1536, 16, 4096) bf16 (2.9 warps per SM
+# with whole rows) 0.860 -> 0.948 / 0.761; (8, 1536, 16, 16384) 3.28 -> 3.82 / 2.88;
+# (64, 512, 16, 1024) (7.8 warps per SM) 0.561 -> 0.324 / 0.505; (1, 256, 16, 2^20) 10.96 -> - /
+# 4.58; but real fp32 (16, 128, 16, 16000) 0.918 -> 11.9 / 1.24 (0.99 at 8 warps per SM).
+# "auto" applies that rule; True forces it wherever it applies (real scans, forward alone, at
+# most _THREAD_MAX_N states: they live in registers), False never.
+_FWD_PER_THREAD = "auto"
+_THREAD_WARPS = 2
+_THREAD_ONE_CHUNK = 6
+_THREAD_PER_SM = 24
+_THREAD_MIN_CHUNK = 256
+_THREAD_MAX_N = 16
+_THREAD_WORDS = True
 
 def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
     if _FWD_TWO_PASS != "auto":
         return bool(_FWD_TWO_PASS)
     return not is_complex and u.element_size() == 2 and not write_states and plan.n_chunks == 1
+
+
+
+def _per_thread(is_complex: bool, u: Tensor, dstate: int, want_states: bool, plan) -> bool:
+    if is_complex or want_states or dstate > _THREAD_MAX_N or _FWD_PER_THREAD is False:
+        return False
+    return _FWD_PER_THREAD is True or u.element_size() == 2 or plan.n_chunks > 1
+
+
+def _bf16_words(Bt: Tensor, var_b: bool, sB, Ct: Tensor, var_c: bool, sC, L: int, P: int) -> bool:
+    """Whether the variable B / C rows can be read as 32-bit words of two bf16 values: bf16,
+    even strides and L, at least two positions per load (constant B / C are fp32 and not read
+    so)."""
+    rows = [(t, st) for t, var, st in ((Bt, var_b, sB), (Ct, var_c, sC)) if var]
+    return (_THREAD_WORDS and P >= 2 and L % 2 == 0 and bool(rows)
+            and all(t.dtype == torch.bfloat16 and all(x % 2 == 0 for x in st[:3]) for t, st in rows))
+
+
+def _thread_chunk(batch: int, dim: int, L: int, P: int, chunk_len: int | None, dev: torch.device) -> int:
+    """Positions per chunk of the one-channel-per-thread forward: ``chunk_len`` when given (at
+    least P); else the whole row (rounded up to a power of two) when the grid has
+    _THREAD_ONE_CHUNK warps per SM with it, or halved from there while it has fewer than
+    _THREAD_PER_SM."""
+    if chunk_len is not None:
+        return max(chunk_len, P)
+    warps = batch * _cdiv(dim, 32 * _THREAD_WARPS) * _THREAD_WARPS
+    sms = _sm_count(dev)
+    chunk = max(P, _next_pow2(L))
+    if warps >= _THREAD_ONE_CHUNK * sms:
+        return chunk
+    while chunk // 2 >= max(P, _THREAD_MIN_CHUNK) and warps * _cdiv(L, chunk) < _THREAD_PER_SM * sms:
+        chunk //= 2
+    return chunk
 
 
 def _bwd_two_pass(plan) -> bool:
@@ -1589,6 +1800,7 @@ class _Plan:
 
     def __init__(self, batch: int, dim: int, L: int, training: bool, is_complex: bool,
                  chunk_len: int | None, dev: torch.device):
+        self.chunk_len = chunk_len
         sms = _sm_count(dev)
         one_chunk = chunk_len is None and batch * dim >= _ONE_CHUNK_PER_SM * sms
         self.wide = _wide_tiles(is_complex)
@@ -1613,6 +1825,9 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
     batch, dim, L = u.shape
     dstate = A.shape[1]
     is_complex = A.is_complex()
+    if _per_thread(is_complex, u, dstate, want_states, plan):
+        return (*_fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan,
+                                 want_last), None)
     nc = 2 if is_complex else 1
     (Bt, var_b, gb, sB), (Ct, var_c, gc, sC) = Bp, Cp
     A_r = _as_real_buffer(A)
@@ -1667,6 +1882,49 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
         last = torch.view_as_complex(last) if is_complex else last.squeeze(-1)
     return y, last, hsave
 
+
+
+def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan, want_last):
+    """`_fwd` of a real scan with one channel per thread (see _thread_fwd_kernel): the
+    chunks' end states from zero, the carry across chunks, then the scan. Returns
+    (y, last_state or None)."""
+    batch, dim, L = u.shape
+    dstate = A.shape[1]
+    (Bt, var_b, gb, sB), (Ct, var_c, gc, sC) = Bp, Cp
+    dev = u.device
+    chunk = _thread_chunk(batch, dim, L, 16 // u.element_size(), plan.chunk_len, dev)
+    P = min(16 // u.element_size(), chunk)
+    K = _cdiv(L, chunk)
+    block_d = 32 * _THREAD_WARPS
+    y = torch.empty(batch, dim, L, device=dev, dtype=u.dtype)
+    last = torch.empty(batch, dim, dstate, device=dev, dtype=torch.float32) if want_last else None
+    init = _contig(initial_state)
+    meta = dict(N=dstate, BLOCK_D=block_d, P=P, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None,
+                HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+                FAST_MATH=_fast_math(u), WORDS=_bf16_words(Bt, var_b, sB, Ct, var_c, sC, L, P),
+                EVEN=L % P == 0 and dim % block_d == 0, num_warps=_THREAD_WARPS)
+
+    if meta["WORDS"]:  # int32 views of the variable rows, strides in words
+        Bt, Ct = (t.view(torch.int32) if var else t for t, var in ((Bt, var_b), (Ct, var_c)))
+    strides = [x // 2 if meta["WORDS"] and var else x for st, var in ((sB, var_b), (sC, var_c)) for x in st[:3]]
+
+    def launch(n_programs, hin, S, dtsum, **flags):
+        _thread_fwd_kernel[(n_programs, _cdiv(dim, block_d), batch)](
+            u, delta, delta_bias, A, Bt, Ct, D, z, hin, y, last, S, dtsum,
+            dim, L, L // 2, K, chunk, dim // gb, dim // gc, _extra(z), *strides, **flags, **meta)
+
+    hin = init
+    if K > 1:
+        S = torch.empty(batch, dim, K, dstate, 1, device=dev, dtype=torch.float32)
+        dtsum = torch.empty(batch, dim, K, device=dev, dtype=torch.float32)
+        # the last chunk's end state is never carried: K - 1 programs along the rows
+        launch(K - 1, None, S, dtsum, HAS_HIN=False, WRITE_LAST=False, STATE_ONLY=True)
+        hin = torch.empty_like(S)
+        _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
+            S, dtsum, A, init, hin, dim, K, dstate, IS_COMPLEX=False, REVERSE=False, HAS_INIT=init is not None,
+            BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=_next_pow2(dstate), num_warps=2)
+    launch(K, hin, None, None, HAS_HIN=hin is not None, WRITE_LAST=want_last, STATE_ONLY=False)
+    return y, last
 
 def _zeroed_pieces(device: torch.device, *shapes: tuple[int, ...] | None) -> list[Tensor | None]:
     """Contiguous float32 zeros of each shape (None for None), cut from one zeroed buffer; each
