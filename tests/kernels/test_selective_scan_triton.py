@@ -203,6 +203,17 @@ def test_triton_scan_two_pass_forward_matches_reference(case: Case, monkeypatch,
     from seqmodels.kernels.selective_scan import triton_scan
 
     monkeypatch.setattr(triton_scan, "_FWD_TWO_PASS", True)
+    monkeypatch.setattr(triton_scan, "_FWD_PER_THREAD", False)
+    check_case(case, device)
+
+
+@pytest.mark.parametrize("case", [c for c in _cpu_cases()[2::3] if not c.values[0].complex])
+def test_triton_scan_tile_forward_matches_reference(case: Case, monkeypatch, device: torch.device) -> None:
+    """The tile forward (_scan1_fwd_kernel) of real scans, which the one-channel-per-thread kernel
+    replaces wherever the launcher's rule takes it, on the real rows of a third of the grid."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_FWD_PER_THREAD", False)
     check_case(case, device)
 
 
@@ -333,8 +344,8 @@ def test_triton_scan_per_thread_words_and_even(case: Case, words: bool, even: bo
     assert all(kw["WORDS"] is words and kw["EVEN"] is even for kw in spy.launches)
 
 def test_triton_scan_per_thread_rule(monkeypatch) -> None:
-    """The launcher takes the one-channel-per-thread forward for real scans, forward alone, at
-    most 16 states: 16-bit inputs always, fp32 ones when the rows are split into chunks; True
+    """The launcher takes the one-channel-per-thread forward for real scans with at most 16
+    states: 16-bit inputs always, fp32 ones when the rows are split into chunks; True
     forces it wherever it applies, False never. Its chunks: the given chunk_len; else whole rows
     when they give 6 warps per SM, or halved until the grid has 24."""
     from seqmodels.kernels.selective_scan import triton_scan as ts
@@ -343,20 +354,19 @@ def test_triton_scan_per_thread_rule(monkeypatch) -> None:
         n_chunks = 1
 
     bf16, fp16, fp32 = (torch.zeros(1, dtype=t) for t in (torch.bfloat16, torch.float16, torch.float32))
-    assert ts._per_thread(False, bf16, 16, False, P())
-    assert ts._per_thread(False, fp16, 16, False, P())
-    assert not ts._per_thread(False, fp32, 16, False, P())  # fp32 over whole rows: the tile kernels
-    assert not ts._per_thread(True, bf16, 16, False, P())  # complex
-    assert not ts._per_thread(False, bf16, 16, True, P())  # a backward follows
-    assert not ts._per_thread(False, bf16, 17, False, P())  # states past the registers
+    assert ts._per_thread(False, bf16, 16, P())
+    assert ts._per_thread(False, fp16, 16, P())
+    assert not ts._per_thread(False, fp32, 16, P())  # fp32 over whole rows: the tile kernels
+    assert not ts._per_thread(True, bf16, 16, P())  # complex
+    assert not ts._per_thread(False, bf16, 17, P())  # states past the registers
     P.n_chunks = 2
-    assert ts._per_thread(False, fp32, 16, False, P())
+    assert ts._per_thread(False, fp32, 16, P())
     monkeypatch.setattr(ts, "_FWD_PER_THREAD", True)
     P.n_chunks = 1
-    assert ts._per_thread(False, fp32, 4, False, P())
-    assert not ts._per_thread(True, fp32, 4, False, P())
+    assert ts._per_thread(False, fp32, 4, P())
+    assert not ts._per_thread(True, fp32, 4, P())
     monkeypatch.setattr(ts, "_FWD_PER_THREAD", False)
-    assert not ts._per_thread(False, bf16, 16, False, P())
+    assert not ts._per_thread(False, bf16, 16, P())
 
     cpu = torch.device("cpu")
     assert ts._thread_chunk(1, 256, 1 << 20, 8, 64, cpu) == 64
@@ -468,6 +478,7 @@ def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float
     from seqmodels.kernels.selective_scan import triton_scan
 
     monkeypatch.setattr(triton_scan, "_FWD_TWO_PASS", two_pass)
+    monkeypatch.setattr(triton_scan, "_FWD_PER_THREAD", False)
 
     bt = triton_scan._scan_tile(True, is_complex, False)  # the backward's tile: 16 interpreted, 128 compiled
     L = int(tiles * bt)
@@ -491,6 +502,35 @@ def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float
     torch.testing.assert_close(out[True][0], out[False][0], **y_tol)
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-6)
 
+
+
+@pytest.mark.parametrize("dtype, chunk, tiles", [("fp32", 32, 5.5), ("bf16", None, 3), ("fp16", 64, 6)])
+def test_triton_scan_per_thread_saves_the_tile_states(dtype: str, chunk, tiles: float, nan_empty, monkeypatch,
+                                                      device: torch.device) -> None:
+    """A training forward on the one-channel-per-thread kernel saves the state entering every
+    tile of the backward, as the tile kernels do (chunks of several tiles, one chunk, a ragged
+    last tile)."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    bt = triton_scan._scan_tile(True, False, False)
+    L = int(tiles * bt)
+    case = Case(batch=2, dim=70, dstate=5, L=L, chunk=chunk, dtype=dtype, b="group", c="var", groups=2,
+                has_init=True)
+    x = _make_inputs(case, device)
+    Bp, Cp = triton_scan._prep_bc(x["B"], False), triton_scan._prep_bc(x["C"], False)
+    plan = triton_scan._Plan(2, 70, L, True, False, chunk, torch.device(device))
+    assert plan.n_tiles >= 3
+    out = {}
+    for per_thread in (True, False):
+        monkeypatch.setattr(triton_scan, "_FWD_PER_THREAD", per_thread)
+        y, last, hsave = triton_scan._fwd(x["u"], x["delta"], x["A"], Bp, Cp, x["D"], x["z"], x["delta_bias"],
+                                          True, x["initial_state"], plan, True, True)
+        assert hsave.shape == (2, 70, plan.n_tiles, 5, 1)
+        out[per_thread] = (y, last, hsave)
+    y_tol = dict(rtol=1e-5, atol=1e-6) if dtype == "fp32" else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(out[True][0], out[False][0], **y_tol)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[True][2], out[False][2], rtol=1e-5, atol=1e-5)
 
 def test_triton_scan_fast_math_rule(monkeypatch) -> None:
     """Compiled scans take the hardware approximations (cos / sin of complex scans, the log of

@@ -1433,18 +1433,20 @@ def _bc_cols(ptr, base, n, s2, t0, mask_d, L, Lw, held, VAR: tl.constexpr, P: tl
 
 @triton.jit
 def _thread_fwd_kernel(
-    # pointers (hin: states entering each chunk; S, dtsum: the state-only pass's outputs)
+    # pointers (hin: states entering each chunk; S, dtsum: the state-only pass's outputs; hsave:
+    # the states entering every tile of the backward)
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, hin_ptr, y_ptr, last_ptr, S_ptr, dtsum_ptr,
+    hsave_ptr,
     # dims (Lw: L // 2); positions per chunk; channels per group of B and C; z's batch stride
-    # beyond dim * L
-    dim, L, Lw, n_chunks, chunk, group_b, group_c, z_extra,
+    # beyond dim * L; positions per backward tile and their count
+    dim, L, Lw, n_chunks, chunk, group_b, group_c, z_extra, tile, n_tiles,
     # strides of B and C (real planar layout: batch, group, state; positions contiguous)
     sB0, sB1, sB2, sC0, sC1, sC2,
     # meta
     N: tl.constexpr, BLOCK_D: tl.constexpr, P: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_HIN: tl.constexpr, WRITE_LAST: tl.constexpr, STATE_ONLY: tl.constexpr, FAST_MATH: tl.constexpr,
-    WORDS: tl.constexpr, EVEN: tl.constexpr,
+    WORDS: tl.constexpr, EVEN: tl.constexpr, WRITE_STATES: tl.constexpr,
 ):
     """The forward alone of a real scan with one channel per thread: BLOCK_D channels of batch
     row ``program_id(2)``, chunk ``program_id(0)``. A thread keeps its channel's N states in
@@ -1453,7 +1455,9 @@ def _thread_fwd_kernel(
     or multiply-adds; no shuffles and no reduction across threads (y sums the N states inside
     the thread). ``STATE_ONLY``: the chunk's end state from zero and its sum of dt (the
     ``[B, D, K, N, 1]`` / ``[B, D, K]`` format `_carry_kernel` reads); else the scan from
-    ``hin`` (or zero), writing y, and the last chunk writes last_state."""
+    ``hin`` (or zero), writing y, and the last chunk writes last_state; ``WRITE_STATES``: also
+    the state entering every tile of ``tile`` positions (a multiple of P), ``[B, D, n_tiles, N,
+    1]``, for the backward."""
     k = tl.program_id(0)
     pid_b = tl.program_id(2)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -1492,6 +1496,11 @@ def _thread_fwd_kernel(
     dtsum = tl.zeros([BLOCK_D], dtype=tl.float32)
     start = k * chunk
     for t0 in range(start, tl.minimum(start + chunk, L), P):
+        if WRITE_STATES:
+            if t0 % tile == 0:
+                t_off = (chan * n_tiles + t0 // tile) * N
+                for n in tl.static_range(N):
+                    tl.store(hsave_ptr + t_off + n, hs[n], mask=mask_d)
         offs_t = t0 + offs_p
         mask = mask_d[:, None] & (offs_t < L)[None, :]
         io = row[:, None] + offs_t[None, :]
@@ -1637,8 +1646,8 @@ def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
 
 
 
-def _per_thread(is_complex: bool, u: Tensor, dstate: int, want_states: bool, plan) -> bool:
-    if is_complex or want_states or dstate > _THREAD_MAX_N or _FWD_PER_THREAD is False:
+def _per_thread(is_complex: bool, u: Tensor, dstate: int, plan) -> bool:
+    if is_complex or dstate > _THREAD_MAX_N or _FWD_PER_THREAD is False:
         return False
     return _FWD_PER_THREAD is True or u.element_size() == 2 or plan.n_chunks > 1
 
@@ -1825,9 +1834,9 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
     batch, dim, L = u.shape
     dstate = A.shape[1]
     is_complex = A.is_complex()
-    if _per_thread(is_complex, u, dstate, want_states, plan):
-        return (*_fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan,
-                                 want_last), None)
+    if _per_thread(is_complex, u, dstate, plan):
+        return _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan,
+                               want_last, want_states)
     nc = 2 if is_complex else 1
     (Bt, var_b, gb, sB), (Ct, var_c, gc, sC) = Bp, Cp
     A_r = _as_real_buffer(A)
@@ -1884,25 +1893,33 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
 
 
 
-def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan, want_last):
+def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan, want_last,
+                    want_states):
     """`_fwd` of a real scan with one channel per thread (see _thread_fwd_kernel): the
     chunks' end states from zero, the carry across chunks, then the scan. Returns
-    (y, last_state or None)."""
+    (y, last_state or None, hsave) as `_fwd` does."""
     batch, dim, L = u.shape
     dstate = A.shape[1]
     (Bt, var_b, gb, sB), (Ct, var_c, gc, sC) = Bp, Cp
     dev = u.device
     chunk = _thread_chunk(batch, dim, L, 16 // u.element_size(), plan.chunk_len, dev)
-    P = min(16 // u.element_size(), chunk)
+    write_states = want_states and plan.n_tiles > 1
+    # P positions per load, at most the chunk and, when the states are saved, the backward's tile
+    P = min(16 // u.element_size(), chunk, plan.bt if write_states else chunk)
     K = _cdiv(L, chunk)
     block_d = 32 * _THREAD_WARPS
     y = torch.empty(batch, dim, L, device=dev, dtype=u.dtype)
     last = torch.empty(batch, dim, dstate, device=dev, dtype=torch.float32) if want_last else None
     init = _contig(initial_state)
+    if write_states:
+        hsave = torch.empty(batch, dim, plan.n_tiles, dstate, 1, device=dev, dtype=torch.float32)
+    else:
+        hsave = init.view(batch, dim, 1, dstate, 1) if init is not None and plan.n_tiles == 1 else None
     meta = dict(N=dstate, BLOCK_D=block_d, P=P, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None,
                 HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                 FAST_MATH=_fast_math(u), WORDS=_bf16_words(Bt, var_b, sB, Ct, var_c, sC, L, P),
                 EVEN=L % P == 0 and dim % block_d == 0, num_warps=_THREAD_WARPS)
+    assert not write_states or plan.bt % P == 0, (plan.bt, P)  # tiles start where a load of P positions does
 
     if meta["WORDS"]:  # int32 views of the variable rows, strides in words
         Bt, Ct = (t.view(torch.int32) if var else t for t, var in ((Bt, var_b), (Ct, var_c)))
@@ -1910,21 +1927,23 @@ def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initi
 
     def launch(n_programs, hin, S, dtsum, **flags):
         _thread_fwd_kernel[(n_programs, _cdiv(dim, block_d), batch)](
-            u, delta, delta_bias, A, Bt, Ct, D, z, hin, y, last, S, dtsum,
-            dim, L, L // 2, K, chunk, dim // gb, dim // gc, _extra(z), *strides, **flags, **meta)
+            u, delta, delta_bias, A, Bt, Ct, D, z, hin, y, last, S, dtsum, hsave if write_states else None,
+            dim, L, L // 2, K, chunk, dim // gb, dim // gc, _extra(z), plan.bt, plan.n_tiles, *strides, **flags,
+            **meta)
 
     hin = init
     if K > 1:
         S = torch.empty(batch, dim, K, dstate, 1, device=dev, dtype=torch.float32)
         dtsum = torch.empty(batch, dim, K, device=dev, dtype=torch.float32)
         # the last chunk's end state is never carried: K - 1 programs along the rows
-        launch(K - 1, None, S, dtsum, HAS_HIN=False, WRITE_LAST=False, STATE_ONLY=True)
+        launch(K - 1, None, S, dtsum, HAS_HIN=False, WRITE_LAST=False, STATE_ONLY=True, WRITE_STATES=False)
         hin = torch.empty_like(S)
         _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
             S, dtsum, A, init, hin, dim, K, dstate, IS_COMPLEX=False, REVERSE=False, HAS_INIT=init is not None,
             BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=_next_pow2(dstate), num_warps=2)
-    launch(K, hin, None, None, HAS_HIN=hin is not None, WRITE_LAST=want_last, STATE_ONLY=False)
-    return y, last
+    launch(K, hin, None, None, HAS_HIN=hin is not None, WRITE_LAST=want_last, STATE_ONLY=False,
+           WRITE_STATES=write_states)
+    return y, last, hsave
 
 def _zeroed_pieces(device: torch.device, *shapes: tuple[int, ...] | None) -> list[Tensor | None]:
     """Contiguous float32 zeros of each shape (None for None), cut from one zeroed buffer; each
