@@ -2,6 +2,7 @@
 
     python -m benchmarks.long_context                       # the default grid, on the GPU
     python -m benchmarks.long_context --preset 7m --lengths 1048576 --batch 1
+    python -m benchmarks.long_context --preset 7m --lengths 1048576 --inference   # forward alone
 
 Each row times full training steps (bf16 autocast forward, backward, AdamW step) after warm-up,
 with fresh random tokens every step, and reports the peak GPU memory allocated during the timed
@@ -17,6 +18,8 @@ timed steps) and two speeds:
   the GPU's time per step and the host's. ``--profile`` also prints the GPU time of
 one more step by kernel. ``--cuda-graph`` replays the blocks of rows without checkpointing
 from CUDA graphs (``MambaConfig.cuda_graph``; captured during the warm-up steps).
+``--inference`` times forward passes alone instead of training steps (model in eval mode, no
+gradient: what scoring or classifying long windows costs); a "step" is then one forward pass.
 """
 
 from __future__ import annotations
@@ -51,8 +54,10 @@ DEFAULT_GRID = [  # (preset, L, batch)
 def time_training_step(
     preset: str, length: int, batch: int, scan_impl: str, checkpointing: bool, steps: int, warmup: int,
     task: str = "lm", profile: bool = False, checkpoint_dtype: str = "float32", scan_states: bool = True,
-    cuda_graph: bool = False,
+    cuda_graph: bool = False, inference: bool = False,
 ) -> dict:
+    """One row: training steps, or with ``inference`` forward passes alone (no gradient, the
+    model in eval mode, no optimizer)."""
     device = torch.device("cuda")
     if warmup < 3 and cuda_graph:
         raise ValueError("cuda_graph: --warmup must be at least 3 (a graph is captured at the second step)")
@@ -63,12 +68,17 @@ def time_training_step(
         model = MambaLM(config).to(device).train()
     else:  # the great-apes classifier: 5 classes, last-position pooling
         model = MambaClassifier(config, num_classes=5, pooling="last").to(device).train()
+    if inference:
+        model.eval()
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, fused=True)
     times = []
     torch.cuda.reset_peak_memory_stats(device)
 
     def step() -> Tensor:
         tokens = torch.randint(7, 11, (batch, length + 1), device=device)  # A, C, G, T ids
+        if inference:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                return model(tokens[:, :-1]).float().mean()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = model(tokens[:, :-1])
         if task == "lm":
@@ -101,6 +111,7 @@ def time_training_step(
         print_profile(step, f"{task} {preset}, L {length} x batch {batch}, checkpointing {checkpointing}")
     return {
         "task": task,
+        "inference": inference,
         "preset": preset,
         "L": length,
         "batch": batch,
@@ -150,6 +161,8 @@ def main() -> None:
     parser.add_argument("--cuda-graph", action="store_true",
                         help="rows without checkpointing replay the blocks from CUDA graphs (MambaConfig.cuda_graph)")
     parser.add_argument("--task", default="lm", choices=["lm", "classifier"], help="next-base LM or species classifier")
+    parser.add_argument("--inference", action="store_true",
+                        help="time forward passes alone (no gradient, eval mode) instead of training steps")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -162,11 +175,13 @@ def main() -> None:
     for preset, length, batch in DEFAULT_GRID:
         if args.preset and preset != args.preset or args.lengths and length not in args.lengths:
             continue
-        ckpt = {"on": True, "off": False}.get(args.checkpointing, length >= 2**17)
+        # checkpointing only acts in training (forward passes alone never checkpoint)
+        ckpt = {"on": True, "off": False}.get(args.checkpointing, length >= 2**17) and not args.inference
         try:
             row = time_training_step(
                 preset, length, args.batch or batch, args.scan_impl, ckpt, args.steps, args.warmup, args.task,
                 args.profile, args.checkpoint_dtype, not args.no_scan_states, args.cuda_graph and not ckpt,
+                args.inference,
             )
         except torch.OutOfMemoryError:
             row = {"preset": preset, "L": length, "batch": args.batch or batch, "error": "out of memory"}
@@ -176,8 +191,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
-    print(f"task: {args.task}, checkpointed stream: {args.checkpoint_dtype}, "
-          f"scan states kept: {not args.no_scan_states}")
+    print(f"task: {args.task}{' (inference: forward passes alone)' if args.inference else ''}, "
+          f"checkpointed stream: {args.checkpoint_dtype}, scan states kept: {not args.no_scan_states}")
     print("step: one step alone (median); back to back: steps as a training loop runs them (mean)")
     print(f"{'preset':>6} {'L':>8} {'batch':>5} {'ckpt':>5} {'graph':>5} {'step s':>8} {'tokens/s':>11} "
           f"{'b2b step s':>10} {'b2b tokens/s':>12} {'peak GiB':>9} {'reserved':>9}")
