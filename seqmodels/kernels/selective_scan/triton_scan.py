@@ -1464,7 +1464,7 @@ def _thread_fwd_kernel(
     HAS_HIN: tl.constexpr, WRITE_LAST: tl.constexpr, STATE_ONLY: tl.constexpr, FAST_MATH: tl.constexpr,
     WORDS: tl.constexpr, EVEN: tl.constexpr, WRITE_STATES: tl.constexpr,
 ):
-    """The forward alone of a real scan with one channel per thread: BLOCK_D channels of batch
+    """The forward of a real scan with one channel per thread: BLOCK_D channels of batch
     row ``program_id(2)``, chunk ``program_id(0)``. A thread keeps its channel's N states in
     registers and walks the chunk's positions one after another, P at a time (one 16-byte load
     of u, delta and z per P positions): per state element one exponential and three multiplies
@@ -1636,17 +1636,19 @@ _FWD_MAXNREG = 96
 _BWD_TWO_PASS = "auto"
 _BWD_MAXNREG = None
 
-# The forward alone of a real scan runs with one channel per thread (_thread_fwd_kernel) for 16-bit
-# inputs, and for fp32 ones when the rows are split into chunks; programs of _THREAD_WARPS warps.
+# Real forwards (alone, or saving tile states for a backward) run with one channel per thread
+# (_thread_fwd_kernel) for 16-bit inputs, and for fp32 ones when the rows are split into chunks;
+# programs of _THREAD_WARPS warps.
 # Rows stay whole while the grid has _THREAD_ONE_CHUNK warps per SM; else chunks (a state-only
 # pass, the carry, the scan) are halved from the whole row until it has _THREAD_PER_SM warps per
 # SM, down to _THREAD_MIN_CHUNK positions. Measured on an H100, forward alone, ms, the previous
 # kernels -> one chunk / chunked for 24 warps per SM: (8, 1536, 16, 4096) bf16 (2.9 warps per SM
 # with whole rows) 0.860 -> 0.948 / 0.761; (8, 1536, 16, 16384) 3.28 -> 3.82 / 2.88;
 # (64, 512, 16, 1024) (7.8 warps per SM) 0.561 -> 0.324 / 0.505; (1, 256, 16, 2^20) 10.96 -> - /
-# 4.58; but real fp32 (16, 128, 16, 16000) 0.918 -> 11.9 / 1.24 (0.99 at 8 warps per SM).
-# "auto" applies that rule; True forces it wherever it applies (real scans, forward alone, at
-# most _THREAD_MAX_N states: they live in registers), False never.
+# 4.58; but real fp32 (16, 128, 16, 16000) 0.918 -> 11.9 / 1.24 (0.99 at 8 warps per SM). Training
+# steps (forward saving tile states + backward), ms: 4.24 -> 4.21, 17.11 -> 16.57, 2.79 -> 2.57 and
+# 32.91 -> 26.93 at 2^20. "auto" applies that rule; True forces it wherever it applies (real
+# scans with at most _THREAD_MAX_N states: they live in registers), False never.
 _FWD_PER_THREAD = "auto"
 _THREAD_WARPS = 2
 _THREAD_ONE_CHUNK = 6
@@ -1655,14 +1657,15 @@ _THREAD_MIN_CHUNK = 256
 _THREAD_MAX_N = 16
 _THREAD_WORDS = True
 
+
 def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
     if _FWD_TWO_PASS != "auto":
         return bool(_FWD_TWO_PASS)
     return not is_complex and u.element_size() == 2 and not write_states and plan.n_chunks == 1
 
 
-
 def _per_thread(is_complex: bool, u: Tensor, dstate: int, plan) -> bool:
+    """Whether `_fwd` runs on `_thread_fwd_kernel` (see _FWD_PER_THREAD)."""
     if is_complex or dstate > _THREAD_MAX_N or _FWD_PER_THREAD is False:
         return False
     return _FWD_PER_THREAD is True or u.element_size() == 2 or plan.n_chunks > 1
@@ -1908,7 +1911,6 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
     return y, last, hsave
 
 
-
 def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, plan, want_last,
                     want_states):
     """`_fwd` of a real scan with one channel per thread (see _thread_fwd_kernel): the
@@ -1960,6 +1962,7 @@ def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initi
     launch(K, hin, None, None, HAS_HIN=hin is not None, WRITE_LAST=want_last, STATE_ONLY=False,
            WRITE_STATES=write_states)
     return y, last, hsave
+
 
 def _zeroed_pieces(device: torch.device, *shapes: tuple[int, ...] | None) -> list[Tensor | None]:
     """Contiguous float32 zeros of each shape (None for None), cut from one zeroed buffer; each
@@ -2272,7 +2275,8 @@ def selective_scan_triton(
       sequence parallelism; a chunk is scanned as tiles of min(chunk_len, 128) positions (64 for
       complex; 16 under the interpreter), one after another, forward and backward.
       Default: the longest chunk that still gives about eight programs per SM (one chunk per row
-      when batch x D is large).
+      when batch x D is large); real forwards with at most 16 states, which run one channel per
+      thread, take their own default (`_thread_chunk`).
 
     Returns y ``[B, D, L]``, or (y, last_state ``[B, D, N]``) when ``return_last_state``.
     Differentiable in every tensor argument, including through last_state. Gradients of A, D,
