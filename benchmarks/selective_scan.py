@@ -64,7 +64,7 @@ def make_inputs(batch: int, dim: int, n: int, length: int, is_complex: bool, dty
         C=randn(batch, n, bc_len),
         D=randn(dim, dt=torch.float32),
         z=randn(batch, dim, length),
-        delta_bias=(torch.rand(dim, device=dev) * -4).requires_grad_(),
+        delta_bias=(torch.rand(dim, generator=g, device=dev) * -4).requires_grad_(),
         delta_softplus=True,
     )
 
