@@ -217,6 +217,41 @@ def test_triton_scan_tile_forward_matches_reference(case: Case, monkeypatch, dev
     check_case(case, device)
 
 
+
+@pytest.mark.parametrize("split", [None, 2])
+@pytest.mark.parametrize("case", [c for c in _cpu_cases()[1::3] if not c.values[0].complex])
+def test_triton_scan_per_thread_chunk_adjoints_match_reference(case: Case, split, nan_empty, monkeypatch,
+                                                                device: torch.device) -> None:
+    """The backward's chunk adjoints with one channel per thread (_thread_adjoint_kernel), forced,
+    on the real rows of a third of the grid: over the plan's chunks, and over chunks of half
+    their length with the reverse carry run over those (every second one read)."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_BWD_PER_THREAD_ADJOINT", True)
+    monkeypatch.setattr(triton_scan, "_THREAD_ADJ_SPLIT", split)
+    calls = []
+    real = triton_scan._chunk_adjoints_per_thread
+    monkeypatch.setattr(triton_scan, "_chunk_adjoints_per_thread", lambda *a: calls.append(1) or real(*a))
+    check_case(case, device)
+    assert calls
+
+
+def test_triton_scan_per_thread_adjoint_rule(monkeypatch) -> None:
+    """Chunk adjoints with one channel per thread: real scans with 16-bit inputs and at most 16
+    states; True forces every real scan, False none."""
+    from seqmodels.kernels.selective_scan import triton_scan as ts
+
+    bf16, fp32 = torch.zeros(1, dtype=torch.bfloat16), torch.zeros(1, dtype=torch.float32)
+    assert ts._adjoint_per_thread(False, bf16, 16)
+    assert not ts._adjoint_per_thread(False, fp32, 16)
+    assert not ts._adjoint_per_thread(True, bf16, 16)
+    assert not ts._adjoint_per_thread(False, bf16, 17)
+    monkeypatch.setattr(ts, "_BWD_PER_THREAD_ADJOINT", True)
+    assert ts._adjoint_per_thread(False, fp32, 4)
+    assert not ts._adjoint_per_thread(True, fp32, 4)
+    monkeypatch.setattr(ts, "_BWD_PER_THREAD_ADJOINT", False)
+    assert not ts._adjoint_per_thread(False, bf16, 16)
+
 def test_triton_scan_two_pass_rule(monkeypatch) -> None:
     """The launcher takes the two-pass forward for real scans with 16-bit inputs, forward alone,
     one chunk per row; True / False force it either way."""
