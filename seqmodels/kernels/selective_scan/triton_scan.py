@@ -1448,6 +1448,42 @@ def _bc_cols(ptr, base, n, s2, t0, mask_d, L, Lw, held, VAR: tl.constexpr, P: tl
 
 
 @triton.jit
+def _thread_program(dim, L, BLOCK_D: tl.constexpr, P: tl.constexpr):
+    """The program of a one-channel-per-thread kernel: (chunk k, batch row, channels, their mask,
+    P position offsets, channel ids, row offsets into ``[B, D, L]``, batch row as int64)."""
+    k = tl.program_id(0)
+    pid_b = tl.program_id(2)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    chan = (pid_b * dim + offs_d).to(tl.int64)
+    return k, pid_b, offs_d, offs_d < dim, tl.arange(0, P), chan, chan * L, pid_b.to(tl.int64)
+
+
+@triton.jit
+def _thread_bc_base(pb, offs_d, group, s0, s1, VAR: tl.constexpr):
+    """Per channel, where its B or C values start: its batch row and group (variable), or its
+    row of the constant ``[D, N]``."""
+    if VAR:
+        base = pb * s0 + (offs_d // group) * s1
+    else:
+        base = offs_d * s1
+    return base
+
+
+@triton.jit
+def _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+               FAST_MATH: tl.constexpr, EVEN: tl.constexpr):
+    """dt as fp32 ``[BLOCK_D, P]``: delta (+ bias) (-> softplus), 0 past L (so that a = 1)."""
+    dt = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
+    if HAS_BIAS:
+        dt += bias[:, None]
+    if SOFTPLUS:
+        dt = _softplus(dt, FAST_MATH)
+    if not EVEN:
+        dt = tl.where(mask, dt, 0.0)
+    return dt
+
+
+@triton.jit
 def _thread_fwd_kernel(
     # pointers (hin: states entering each chunk; S, dtsum: the state-only pass's outputs; hsave:
     # the states entering every tile of the backward)
@@ -1474,23 +1510,10 @@ def _thread_fwd_kernel(
     ``hin`` (or zero), writing y, and the last chunk writes last_state; ``WRITE_STATES``: also
     the state entering every tile of ``tile`` positions (a multiple of P), ``[B, D, n_tiles, N,
     1]``, for the backward."""
-    k = tl.program_id(0)
-    pid_b = tl.program_id(2)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
-    offs_p = tl.arange(0, P)
-    chan = (pid_b * dim + offs_d).to(tl.int64)
-    row = chan * L
+    k, pid_b, offs_d, mask_d, offs_p, chan, row, pb = _thread_program(dim, L, BLOCK_D, P)
     state = (chan * n_chunks + k) * N
-    pb = pid_b.to(tl.int64)
-    if VAR_B:
-        b_base = pb * sB0 + (offs_d // group_b) * sB1
-    else:
-        b_base = offs_d * sB1
-    if VAR_C:
-        c_base = pb * sC0 + (offs_d // group_c) * sC1
-    else:
-        c_base = offs_d * sC1
+    b_base = _thread_bc_base(pb, offs_d, group_b, sB0, sB1, VAR_B)
+    c_base = _thread_bc_base(pb, offs_d, group_c, sC0, sC1, VAR_C)
     As = ()
     hs = ()
     Bs = ()  # constant B and C: the channel's N values
@@ -1505,8 +1528,7 @@ def _thread_fwd_kernel(
             Bs = Bs + (tl.load(B_ptr + b_base + n * sB2, mask=mask_d, other=0.0),)
         if not VAR_C:
             Cs = Cs + (tl.load(C_ptr + c_base + n * sC2, mask=mask_d, other=0.0),)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0) if HAS_BIAS else None
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0)
     dtsum = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -1521,13 +1543,7 @@ def _thread_fwd_kernel(
         mask = mask_d[:, None] & (offs_t < L)[None, :]
         io = row[:, None] + offs_t[None, :]
         u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
-        dt = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
-        if HAS_BIAS:
-            dt += bias[:, None]
-        if SOFTPLUS:
-            dt = _softplus(dt, FAST_MATH)
-        if not EVEN:
-            dt = tl.where(mask, dt, 0.0)  # positions past L leave the states as they are
+        dt = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)  # past L: h stays
         dt_cols = _cols(dt)
         dtu_cols = _cols(dt * u)
         if STATE_ONLY:
@@ -1594,18 +1610,8 @@ def _thread_adjoint_kernel(
     `_thread_fwd_kernel`): E_k = sum_t exp(A c_t) C_t dy_t (c_t the inclusive cumulative dt from
     the chunk's start, dy the gated output gradient) and the chunk's total dt, walking the
     chunk's positions backwards: G <- a_t (C_t dy_t + G), one exponential per state element."""
-    k = tl.program_id(0)
-    pid_b = tl.program_id(2)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
-    offs_p = tl.arange(0, P)
-    chan = (pid_b * dim + offs_d).to(tl.int64)
-    row = chan * L
-    pb = pid_b.to(tl.int64)
-    if VAR_C:
-        c_base = pb * sC0 + (offs_d // group_c) * sC1
-    else:
-        c_base = offs_d * sC1
+    k, pid_b, offs_d, mask_d, offs_p, chan, row, pb = _thread_program(dim, L, BLOCK_D, P)
+    c_base = _thread_bc_base(pb, offs_d, group_c, sC0, sC1, VAR_C)
     As = ()
     Gs = ()
     Cs = ()
@@ -1614,8 +1620,7 @@ def _thread_adjoint_kernel(
         Gs = Gs + (tl.zeros([BLOCK_D], dtype=tl.float32),)
         if not VAR_C:
             Cs = Cs + (tl.load(C_ptr + c_base + n * sC2, mask=mask_d, other=0.0),)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0) if HAS_BIAS else None
     dtsum = tl.zeros([BLOCK_D], dtype=tl.float32)
     start = k * chunk
     n_loads = tl.cdiv(tl.minimum(start + chunk, L) - start, P)
@@ -1624,13 +1629,7 @@ def _thread_adjoint_kernel(
         offs_t = t0 + offs_p
         mask = mask_d[:, None] & (offs_t < L)[None, :]
         io = row[:, None] + offs_t[None, :]
-        dt = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
-        if HAS_BIAS:
-            dt += bias[:, None]
-        if SOFTPLUS:
-            dt = _softplus(dt, FAST_MATH)
-        if not EVEN:
-            dt = tl.where(mask, dt, 0.0)  # positions past L: a = 1 and dy = 0 leave G as it is
+        dt = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)  # past L: G stays
         dy = _load_in(dout_ptr + io, mask, EVEN).to(tl.float32)
         if HAS_Z:
             zt = _load_in(z_ptr + (io + pb * z_extra), mask, EVEN).to(tl.float32)
