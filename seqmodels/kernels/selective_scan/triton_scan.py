@@ -182,7 +182,9 @@ def _carry_kernel(
         tl.store(out_ptr + off, cr, mask=mask)
         if IS_COMPLEX:
             tl.store(out_ptr + off + 1, ci, mask=mask)
-        has_next = i + 1 < n_chunks
+        # the chunk after this one is loaded only when its result is stored (the last chunk's S is
+        # never carried: the one-channel-per-thread forward leaves it unwritten)
+        has_next = i + 2 < n_chunks
         off_next = _state_off(pid_b, offs_d, offs_n, dim, n_chunks, k_next, dstate, NC)
         tot_next = tl.load(dtsum_ptr + dts_row + k_next, mask=mask_d & has_next, other=0.0)
         sr_next = tl.load(S_ptr + off_next, mask=mask & has_next, other=0.0)
