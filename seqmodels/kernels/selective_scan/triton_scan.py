@@ -2183,6 +2183,7 @@ def _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delt
     ends = torch.arange(1, plan.n_chunks + 1, device=dev) * m - 1
     return cin.index_select(2, ends.clamp_(max=K_f - 1))
 
+
 def _grad_like(buf: Tensor, like: Tensor, is_complex: bool) -> Tensor:
     """Turn a B/C gradient buffer from `_prep_bc`'s layout back into the shape and dtype of the
     argument it belongs to."""
