@@ -1593,7 +1593,6 @@ def _thread_fwd_kernel(
             tl.store(last_ptr + chan * N + n, hs[n], mask=last_ok)
 
 
-
 @triton.jit
 def _thread_adjoint_kernel(
     # pointers
@@ -1789,6 +1788,7 @@ def _adjoint_per_thread(is_complex: bool, u: Tensor, dstate: int) -> bool:
     if is_complex or dstate > _THREAD_MAX_N or _BWD_PER_THREAD_ADJOINT is False:
         return False
     return _BWD_PER_THREAD_ADJOINT is True or u.element_size() == 2
+
 
 def _bwd_two_pass(plan) -> bool:
     if _BWD_TWO_PASS != "auto":
