@@ -217,7 +217,6 @@ def test_triton_scan_tile_forward_matches_reference(case: Case, monkeypatch, dev
     check_case(case, device)
 
 
-
 @pytest.mark.parametrize("split", [None, 2])
 @pytest.mark.parametrize("case", [c for c in _cpu_cases()[1::3] if not c.values[0].complex])
 def test_triton_scan_per_thread_chunk_adjoints_match_reference(case: Case, split, nan_empty, monkeypatch,
@@ -251,6 +250,7 @@ def test_triton_scan_per_thread_adjoint_rule(monkeypatch) -> None:
     assert not ts._adjoint_per_thread(True, fp32, 4)
     monkeypatch.setattr(ts, "_BWD_PER_THREAD_ADJOINT", False)
     assert not ts._adjoint_per_thread(False, bf16, 16)
+
 
 def test_triton_scan_two_pass_rule(monkeypatch) -> None:
     """The launcher takes the two-pass forward for real scans with 16-bit inputs, forward alone,
@@ -303,7 +303,6 @@ def test_triton_scan_backward_rule(monkeypatch) -> None:
     assert not triton_scan._bwd_two_pass(P())
 
 
-
 def check_forward_alone(case: Case, device: torch.device, **kw) -> None:
     """y and last_state of a call that no gradient can follow, against the reference."""
     args = [_make_inputs(case, device)[k] for k in _ORDER]
@@ -336,7 +335,6 @@ def test_triton_scan_per_thread_forward_matches_reference(case: Case, nan_empty,
     monkeypatch.setattr(triton_scan, "_fwd_per_thread", lambda *a: calls.append(1) or real(*a))
     check_forward_alone(case, device, chunk_len=case.chunk)
     assert calls
-
 
 
 class _LaunchSpy:
@@ -378,6 +376,7 @@ def test_triton_scan_per_thread_words_and_even(case: Case, words: bool, even: bo
     assert len(spy.launches) == 2  # the state-only pass and the scan
     assert all(kw["WORDS"] is words and kw["EVEN"] is even for kw in spy.launches)
 
+
 def test_triton_scan_per_thread_rule(monkeypatch) -> None:
     """The launcher takes the one-channel-per-thread forward for real scans with at most 16
     states: 16-bit inputs always, fp32 ones when the rows are split into chunks; True
@@ -413,6 +412,7 @@ def test_triton_scan_per_thread_rule(monkeypatch) -> None:
     assert ts._thread_chunk(8, 1536, 4096, 8, None, cpu) == 256  # 2.9 warps per SM: 16 chunks
     assert ts._thread_chunk(1, 256, 4096, 8, None, cpu) == 256  # not below _THREAD_MIN_CHUNK
     assert ts._thread_chunk(64, 512, 1000, 8, None, cpu) == 1024  # 7.8 warps per SM: whole rows
+
 
 def test_triton_scan_single_chunk_and_default_chunk(device: torch.device) -> None:
     """One chunk covers the whole sequence (no carry passes), with the default chunk length."""
@@ -538,7 +538,6 @@ def test_triton_scan_forward_on_double_tiles_saves_every_tile_state(tiles: float
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-6)
 
 
-
 @pytest.mark.parametrize("dtype, chunk, tiles", [("fp32", 32, 5.5), ("bf16", None, 3), ("fp16", 64, 6)])
 def test_triton_scan_per_thread_saves_the_tile_states(dtype: str, chunk, tiles: float, nan_empty, monkeypatch,
                                                       device: torch.device) -> None:
@@ -566,6 +565,7 @@ def test_triton_scan_per_thread_saves_the_tile_states(dtype: str, chunk, tiles: 
     torch.testing.assert_close(out[True][0], out[False][0], **y_tol)
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out[True][2], out[False][2], rtol=1e-5, atol=1e-5)
+
 
 def test_triton_scan_fast_math_rule(monkeypatch) -> None:
     """Compiled scans take the hardware approximations (cos / sin of complex scans, the log of
@@ -719,7 +719,6 @@ def test_triton_scan_inference_forward_matches_reference_gpu(case: Case, device:
         y64, last64 = _ref(*args64[:8], case.softplus, True, args64[8])
     assert_close("y", y, y_ref, y64, bf16_ulp=True)
     assert_close("last_state", last, last_ref, last64, bf16_ulp=True)
-
 
 
 @pytest.mark.gpu
