@@ -1461,17 +1461,6 @@ def _thread_program(dim, L, BLOCK_D: tl.constexpr, P: tl.constexpr):
 
 
 @triton.jit
-def _thread_bc_base(pb, offs_d, group, s0, s1, VAR: tl.constexpr):
-    """Per channel, where its B or C values start: its batch row and group (variable), or its
-    row of the constant ``[D, N]``."""
-    if VAR:
-        base = pb * s0 + (offs_d // group) * s1
-    else:
-        base = offs_d * s1
-    return base
-
-
-@triton.jit
 def _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                FAST_MATH: tl.constexpr, EVEN: tl.constexpr):
     """dt as fp32 ``[BLOCK_D, P]``: delta (+ bias) (-> softplus), 0 past L (so that a = 1)."""
@@ -1505,7 +1494,7 @@ def _thread_fwd_kernel(
     """The forward of a real scan with one channel per thread: BLOCK_D channels of batch
     row ``program_id(2)``, chunk ``program_id(0)``. A thread keeps its channel's N states in
     registers and walks the chunk's positions one after another, P at a time (one 16-byte load
-    of u, delta and z per P positions): per state element one exponential and three multiplies
+    of u, delta and z per P positions): per state element one exponential and four multiplies
     or multiply-adds; no shuffles and no reduction across threads (y sums the N states inside
     the thread). ``STATE_ONLY``: the chunk's end state from zero and its sum of dt (the
     ``[B, D, K, N, 1]`` / ``[B, D, K]`` format `_carry_kernel` reads); else the scan from
@@ -1514,8 +1503,8 @@ def _thread_fwd_kernel(
     1]``, for the backward."""
     k, pid_b, offs_d, mask_d, offs_p, chan, row, pb = _thread_program(dim, L, BLOCK_D, P)
     state = (chan * n_chunks + k) * N
-    b_base = _thread_bc_base(pb, offs_d, group_b, sB0, sB1, VAR_B)
-    c_base = _thread_bc_base(pb, offs_d, group_c, sC0, sC1, VAR_C)
+    b_base = _bc_base(pid_b, offs_d, sB0, sB1, group_b, VAR_B)
+    c_base = _bc_base(pid_b, offs_d, sC0, sC1, group_c, VAR_C)
     As = ()
     hs = ()
     Bs = ()  # constant B and C: the channel's N values
@@ -1612,7 +1601,7 @@ def _thread_adjoint_kernel(
     the chunk's start, dy the gated output gradient) and the chunk's total dt, walking the
     chunk's positions backwards: G <- a_t (C_t dy_t + G), one exponential per state element."""
     k, pid_b, offs_d, mask_d, offs_p, chan, row, pb = _thread_program(dim, L, BLOCK_D, P)
-    c_base = _thread_bc_base(pb, offs_d, group_c, sC0, sC1, VAR_C)
+    c_base = _bc_base(pid_b, offs_d, sC0, sC1, group_c, VAR_C)
     As = ()
     Gs = ()
     Cs = ()
@@ -1757,13 +1746,24 @@ def _per_thread(is_complex: bool, u: Tensor, dstate: int, plan) -> bool:
     return _FWD_PER_THREAD is True or u.element_size() == 2 or plan.n_chunks > 1
 
 
-def _bf16_words(Bt: Tensor, var_b: bool, sB, Ct: Tensor, var_c: bool, sC, L: int, P: int) -> bool:
-    """Whether the variable B / C rows can be read as 32-bit words of two bf16 values: bf16,
-    even strides and L, at least two positions per load (constant B / C are fp32 and not read
-    so)."""
-    rows = [(t, st) for t, var, st in ((Bt, var_b, sB), (Ct, var_c, sC)) if var]
-    return (_THREAD_WORDS and P >= 2 and L % 2 == 0 and bool(rows)
-            and all(t.dtype == torch.bfloat16 and all(x % 2 == 0 for x in st[:3]) for t, st in rows))
+def _bf16_words(rows, L: int, P: int) -> bool:
+    """Whether the variable ones of ``rows`` (B / C as `_prep_bc` returns them) can be read as
+    32-bit words of two bf16 values: bf16, even strides and L, at least two positions per load
+    (constant B / C are fp32 and not read so)."""
+    var_rows = [(t, st) for t, var, _, st in rows if var]
+    return (_THREAD_WORDS and P >= 2 and L % 2 == 0 and bool(var_rows)
+            and all(t.dtype == torch.bfloat16 and all(x % 2 == 0 for x in st[:3]) for t, st in var_rows))
+
+
+def _thread_rows(rows, words: bool) -> list:
+    """(tensor, its three strides) per B / C of ``rows`` as `_thread_fwd_kernel` and
+    `_thread_adjoint_kernel` read them: with ``words``, int32 views of the variable rows and
+    their strides in words."""
+    out = []
+    for t, var, _, st in rows:
+        halve = words and var
+        out.append((t.view(torch.int32) if halve else t, [x // 2 if halve else x for x in st[:3]]))
+    return out
 
 
 def _thread_chunk(batch: int, dim: int, L: int, P: int, chunk_len: int | None, dev: torch.device) -> int:
@@ -2011,7 +2011,7 @@ def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initi
     (y, last_state or None, hsave) as `_fwd` does."""
     batch, dim, L = u.shape
     dstate = A.shape[1]
-    (Bt, var_b, gb, sB), (Ct, var_c, gc, sC) = Bp, Cp
+    (_, var_b, gb, _), (_, var_c, gc, _) = Bp, Cp
     dev = u.device
     chunk = _thread_chunk(batch, dim, L, 16 // u.element_size(), plan.chunk_len, dev)
     write_states = want_states and plan.n_tiles > 1
@@ -2028,18 +2028,16 @@ def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initi
         hsave = init.view(batch, dim, 1, dstate, 1) if init is not None and plan.n_tiles == 1 else None
     meta = dict(N=dstate, BLOCK_D=block_d, P=P, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None,
                 HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-                FAST_MATH=_fast_math(u), WORDS=_bf16_words(Bt, var_b, sB, Ct, var_c, sC, L, P),
+                FAST_MATH=_fast_math(u), WORDS=_bf16_words((Bp, Cp), L, P),
                 EVEN=L % P == 0 and dim % block_d == 0, num_warps=_THREAD_WARPS)
     assert not write_states or plan.bt % P == 0, (plan.bt, P)  # tiles start where a load of P positions does
 
-    if meta["WORDS"]:  # int32 views of the variable rows, strides in words
-        Bt, Ct = (t.view(torch.int32) if var else t for t, var in ((Bt, var_b), (Ct, var_c)))
-    strides = [x // 2 if meta["WORDS"] and var else x for st, var in ((sB, var_b), (sC, var_c)) for x in st[:3]]
+    (Bt, sB3), (Ct, sC3) = _thread_rows((Bp, Cp), meta["WORDS"])
 
     def launch(n_programs, hin, S, dtsum, **flags):
         _thread_fwd_kernel[(n_programs, _cdiv(dim, block_d), batch)](
             u, delta, delta_bias, A, Bt, Ct, D, z, hin, y, last, S, dtsum, hsave if write_states else None,
-            dim, L, L // 2, K, chunk, dim // gb, dim // gc, _extra(z), plan.bt, plan.n_tiles, *strides, **flags,
+            dim, L, L // 2, K, chunk, dim // gb, dim // gc, _extra(z), plan.bt, plan.n_tiles, *sB3, *sC3, **flags,
             **meta)
 
     hin = init
@@ -2151,7 +2149,7 @@ def _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delt
     plan chunk), the reverse carry over those, then every m-th."""
     batch, dim, L = u.shape
     dstate = A.shape[1]
-    Ct, var_c, gc, sC = Cp
+    _, var_c, gc, _ = Cp
     dev = u.device
     vec = 16 // u.element_size()
     C = plan.bt * plan.tpc
@@ -2162,14 +2160,12 @@ def _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delt
     K_f = _cdiv(L, F)
     m = C // F
     block_d = 32 * _THREAD_WARPS
-    words = _bf16_words(None, False, None, Ct, var_c, sC, L, P)
-    if words:
-        Ct = Ct.view(torch.int32)
-    strides = [x // 2 if words else x for x in sC[:3]]
+    words = _bf16_words((Cp,), L, P)
+    ((Ct, sC3),) = _thread_rows((Cp,), words)
     E = torch.empty(batch, dim, K_f, dstate, 1, device=dev, dtype=torch.float32)
     dtsum = torch.empty(batch, dim, K_f, device=dev, dtype=torch.float32)
     _thread_adjoint_kernel[(K_f, _cdiv(dim, block_d), batch)](
-        delta, delta_bias, A, Ct, z, dout, E, dtsum, dim, L, L // 2, K_f, F, dim // gc, _extra(z), *strides,
+        delta, delta_bias, A, Ct, z, dout, E, dtsum, dim, L, L // 2, K_f, F, dim // gc, _extra(z), *sC3,
         N=dstate, BLOCK_D=block_d, P=P, VAR_C=var_c, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, FAST_MATH=_fast_math(u), WORDS=words, EVEN=L % P == 0 and dim % block_d == 0,
         num_warps=_THREAD_WARPS)
