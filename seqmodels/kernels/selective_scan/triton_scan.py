@@ -162,43 +162,28 @@ def _carry_kernel(
         cr = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
         ci = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dts_row = (pid_b * dim + offs_d).to(tl.int64) * n_chunks
-    # Chunk k's S and total dt are loaded one iteration ahead: only the multiply-add carries the
-    # chain from chunk to chunk (one load latency per chunk made the 512 chunks of a 2^20 row
-    # take about 0.19 ms).
-    k = (n_chunks - 1) if REVERSE else 0
-    off = _state_off(pid_b, offs_d, offs_n, dim, n_chunks, k, dstate, NC)
-    tot = tl.load(dtsum_ptr + dts_row + k, mask=mask_d, other=0.0)
-    sr = tl.load(S_ptr + off, mask=mask, other=0.0)
-    if IS_COMPLEX:
-        si = tl.load(S_ptr + off + 1, mask=mask, other=0.0)
     for i in range(0, n_chunks):
         if REVERSE:
             k = n_chunks - 1 - i
-            k_next = k - 1
         else:
             k = i
-            k_next = k + 1
         off = _state_off(pid_b, offs_d, offs_n, dim, n_chunks, k, dstate, NC)
         tl.store(out_ptr + off, cr, mask=mask)
         if IS_COMPLEX:
             tl.store(out_ptr + off + 1, ci, mask=mask)
-        # the chunk after this one is loaded only when its result is stored (the last chunk's S is
-        # never carried: the one-channel-per-thread forward leaves it unwritten)
-        has_next = i + 2 < n_chunks
-        off_next = _state_off(pid_b, offs_d, offs_n, dim, n_chunks, k_next, dstate, NC)
-        tot_next = tl.load(dtsum_ptr + dts_row + k_next, mask=mask_d & has_next, other=0.0)
-        sr_next = tl.load(S_ptr + off_next, mask=mask & has_next, other=0.0)
+        # chunk k's S and total dt only carry into a later chunk (the last chunk's S is never read:
+        # the one-channel-per-thread forward leaves it unwritten)
+        carried = i + 1 < n_chunks
+        tot = tl.load(dtsum_ptr + dts_row + k, mask=mask_d & carried, other=0.0)
         mag = tl.exp(tot[:, None] * Ar)
+        sr = tl.load(S_ptr + off, mask=mask & carried, other=0.0)
         if IS_COMPLEX:
-            si_next = tl.load(S_ptr + off_next + 1, mask=mask & has_next, other=0.0)
             pr = mag * tl.cos(tot[:, None] * Ai)
             pi = mag * tl.sin(tot[:, None] * Ai)
+            si = tl.load(S_ptr + off + 1, mask=mask & carried, other=0.0)
             cr, ci = pr * cr - pi * ci + sr, pr * ci + pi * cr + si
-            si = si_next
         else:
             cr = mag * cr + sr
-        tot = tot_next
-        sr = sr_next
 
 
 @triton.jit
