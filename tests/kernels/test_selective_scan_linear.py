@@ -149,3 +149,16 @@ _GPU_CASES = [
 @pytest.mark.parametrize("case", _GPU_CASES)
 def test_scan_linear_matches_reference_gpu(case: Case, device: torch.device) -> None:
     check(case, device, out_features=32)
+
+
+def test_scan_linear_per_thread_backward_matches_reference(monkeypatch, device: torch.device) -> None:
+    """The backward that also writes y (checkpointed blocks) on the per-thread backward kernel,
+    forced: three tiles, so it starts from kept tile states."""
+    from seqmodels.kernels.selective_scan import triton_scan as ts
+
+    monkeypatch.setattr(ts, "_BWD_PER_THREAD", True)
+    with_y = []
+    real = ts._bwd_thread
+    monkeypatch.setattr(ts, "_bwd_thread", lambda *a: with_y.append(a[-2] is not None) or real(*a))
+    check(Case(2, 3, 4, 40, None, b="var", c="const"), device)
+    assert True in with_y

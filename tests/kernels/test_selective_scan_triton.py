@@ -252,6 +252,52 @@ def test_triton_scan_per_thread_adjoint_rule(monkeypatch) -> None:
     assert not ts._adjoint_per_thread(False, bf16, 16)
 
 
+def _bwd_thread_rows() -> list:
+    rows = [c for c in _cpu_cases()[::3] if not c.values[0].complex]
+    # groups of 32 channels, one program's worth, so that the grouped row takes the kernel too;
+    # bf16 B / C read as words; the loop over states two at a time
+    rows.append(pytest.param(Case(1, 64, 16, 24, 8, dtype="bf16", b="group", c="var", groups=2, has_init=True),
+                             2, id="real-bf16-Bgroup-Cvar-Dzbsil-d64L24T8-unroll2"))
+    return [r if len(r.values) == 2 else pytest.param(r.values[0], 1, id=r.id) for r in rows]
+
+
+@pytest.mark.parametrize("case, unroll", _bwd_thread_rows())
+def test_triton_scan_per_thread_backward_matches_reference(case: Case, unroll: int, monkeypatch,
+                                                           device: torch.device) -> None:
+    """The backward with one channel per thread (_thread_bwd_kernel), forced, on the real rows of
+    a third of the grid and a grouped bf16 row: every flag, B / C layout and dtype, chunks with
+    their adjoints, ragged rows. Rows whose groups are narrower than a program's channels keep
+    the tile backward (the rule), and must still match."""
+    from seqmodels.kernels.selective_scan import triton_scan as ts
+
+    monkeypatch.setattr(ts, "_BWD_PER_THREAD", True)
+    monkeypatch.setattr(ts, "_THREAD_BWD_N_UNROLL", unroll)
+    spy = _LaunchSpy(ts._thread_bwd_kernel)
+    monkeypatch.setattr(ts, "_thread_bwd_kernel", spy)
+    check_case(case, device)
+    whole_groups = all(kind != "group" or (case.dim // case.groups) % 32 == 0 for kind in (case.b, case.c))
+    assert bool(spy.launches) == whole_groups
+    assert all(kw["N_UNROLL"] == (unroll if case.dstate % unroll == 0 else 1) for kw in spy.launches)
+
+
+def test_triton_scan_per_thread_backward_rule(monkeypatch) -> None:
+    """The per-thread backward runs only when forced (it is not yet faster than the tile
+    backward), for real scans with at most 16 states whose programs' channels share their group
+    of B and C."""
+    from seqmodels.kernels.selective_scan import triton_scan as ts
+
+    u = torch.zeros(1, 64, 8, dtype=torch.bfloat16)
+    var, const = (None, True, 1, None), (None, False, 1, None)
+    assert not ts._bwd_per_thread(False, u, 16, var, var)
+    monkeypatch.setattr(ts, "_BWD_PER_THREAD", True)
+    assert ts._bwd_per_thread(False, u, 16, var, const)
+    assert ts._bwd_per_thread(False, u, 16, (None, True, 2, None), var)  # 32 channels per group
+    assert not ts._bwd_per_thread(False, u, 16, (None, True, 4, None), var)  # 16
+    assert ts._bwd_per_thread(False, u, 16, (None, False, 4, None), var)  # constant: no groups
+    assert not ts._bwd_per_thread(True, u, 16, var, var)
+    assert not ts._bwd_per_thread(False, u, 17, var, var)
+
+
 def test_triton_scan_two_pass_rule(monkeypatch) -> None:
     """The launcher takes the two-pass forward for real scans with 16-bit inputs, forward alone,
     one chunk per row; True / False force it either way."""
@@ -719,6 +765,25 @@ def test_triton_scan_inference_forward_matches_reference_gpu(case: Case, device:
         y64, last64 = _ref(*args64[:8], case.softplus, True, args64[8])
     assert_close("y", y, y_ref, y64, bf16_ulp=True)
     assert_close("last_state", last, last_ref, last64, bf16_ulp=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [
+    pytest.param(Case(1, 256, 16, 65536, None, dtype="bf16", b="var", c="var"), id="real-bf16-64k"),
+    pytest.param(Case(2, 128, 16, 10000, None, dtype="fp32", b="group", c="const", groups=4, has_init=True),
+                 id="real-fp32-group-const-init"),
+    pytest.param(Case(1, 200, 16, 30001, None, dtype="fp16", b="var", c="var"), id="real-fp16-ragged"),
+])
+def test_triton_scan_per_thread_backward_matches_reference_gpu(case: Case, monkeypatch, device: torch.device) -> None:
+    """The per-thread backward (_thread_bwd_kernel), forced and compiled: rows split into chunks,
+    grouped and constant B / C, ragged rows and channels."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_BWD_PER_THREAD", True)
+    spy = _LaunchSpy(triton_scan._thread_bwd_kernel)
+    monkeypatch.setattr(triton_scan, "_thread_bwd_kernel", spy)
+    check_case(case, device)
+    assert len(spy.launches) == 1
 
 
 @pytest.mark.gpu

@@ -35,6 +35,7 @@ from .._triton_env import interpreting
 # training forward + backward minus forward, 15.3-15.7 -> 14.0-14.2 ms. Not in the backward that
 # also writes y (checkpointed blocks, ``WRITE_Y``): there it went 36.7 -> 41.5 ms per layer.
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
+LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -1626,6 +1627,224 @@ def _thread_adjoint_kernel(
         tl.store(E_ptr + state + n, Gs[n], mask=mask_d)
     tl.store(dtsum_ptr + chan * n_chunks + k, dtsum, mask=mask_d)
 
+
+@triton.jit
+def _thread_bwd_kernel(
+    # pointers: inputs (hin: the states entering every tile, as the forward saved them; cin: the
+    # adjoint entering each chunk's end); scratch: per program, the states entering every P
+    # positions of its current tile, then the adjoints and dA sums carried from one P positions
+    # to the previous
+    u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dout_ptr, hin_ptr, cin_ptr, scratch_ptr,
+    # pointers: outputs (du, ddelta, dz, y in their input dtypes; the rest fp32 accumulators)
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr, y_ptr,
+    # dims (Lw: L // 2); positions per chunk and per tile, tiles per row; channels per group of B
+    # and C; partial-sum rows; the batch strides of z and dz beyond dim * L
+    dim, L, Lw, n_chunks, chunk, tile, n_tiles, group_b, group_c, n_slots, z_extra, dz_extra,
+    # strides of B and C as read (in words with WORDS), and of their fp32 gradient buffers
+    sB0, sB1, sB2, sC0, sC1, sC2, gB0, gB1, gB2, gC0, gC1, gC2,
+    # meta
+    N: tl.constexpr, BLOCK_D: tl.constexpr, P: tl.constexpr, N_UNROLL: tl.constexpr, VAR_B: tl.constexpr,
+    VAR_C: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_HIN: tl.constexpr, HAS_CIN: tl.constexpr, WRITE_DINIT: tl.constexpr,
+    WRITE_Y: tl.constexpr, FAST_MATH: tl.constexpr, WORDS: tl.constexpr, EVEN: tl.constexpr,
+):
+    """The backward of a real scan with its channels spread over the program's threads (one or
+    more per thread, as `_thread_fwd_kernel`): BLOCK_D channels of batch row ``program_id(2)``,
+    chunk ``program_id(0)``, its tiles from last to first. Per tile, a first walk from the saved
+    state writes the state entering every P positions to the program's scratch; then per P
+    positions, last first, and per state index (a loop, N_UNROLL at a time): h forward from its
+    scratch state (keeping w_t = a_t h_{t-1} and a_t), the adjoint g_t = C_t dy_t + a_{t+1}
+    g_{t+1} backward, and the gradients. The adjoint and dA sums of each state index wait in
+    the scratch between P positions. dB and dC at each position sum over the program's channels
+    (``tl.sum`` across the threads, one atomic add per position and program); the sums over N
+    (du, d delta, y) stay inside the thread."""
+    k, pid_b, offs_d, mask_d, offs_p, chan, row, pb = _thread_program(dim, L, BLOCK_D, P)
+    b_base = _bc_base(pid_b, offs_d, sB0, sB1, group_b, VAR_B)
+    c_base = _bc_base(pid_b, offs_d, sC0, sC1, group_c, VAR_C)
+    # variable B / C: a program's channels share one group (see _bwd_per_thread)
+    d0 = tl.program_id(1) * BLOCK_D
+    gb_base = pb * gB0 + (d0 // group_b).to(tl.int64) * gB1
+    gc_base = pb * gC0 + (d0 // group_c).to(tl.int64) * gC1
+    lanes = tl.arange(0, BLOCK_D)
+    prog = (pid_b * tl.num_programs(1) + tl.program_id(1)).to(tl.int64) * n_chunks + k
+    # scratch per program: [tile / P, N, BLOCK_D] states, then [N, BLOCK_D] each of the adjoint,
+    # dA and (constant B / C) dB and dC sums
+    s_h = scratch_ptr + prog * (tile // P + 4) * (N * BLOCK_D) + lanes
+    s_g = s_h + (tile // P) * (N * BLOCK_D)
+    s_a = s_g + N * BLOCK_D
+    s_b = s_a + N * BLOCK_D
+    s_c = s_b + N * BLOCK_D
+    zero = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for n in tl.static_range(N):
+        if HAS_CIN:
+            tl.store(s_g + n * BLOCK_D, tl.load(cin_ptr + (chan * n_chunks + k) * N + n, mask=mask_d, other=0.0))
+        else:
+            tl.store(s_g + n * BLOCK_D, zero)
+        tl.store(s_a + n * BLOCK_D, zero)
+        tl.store(s_b + n * BLOCK_D, zero)
+        tl.store(s_c + n * BLOCK_D, zero)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0) if HAS_BIAS else None
+    Dv = 0.0
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0)[:, None]
+    acc_dD = zero
+    acc_dbias = zero
+    start = k * chunk
+    n_t = tl.cdiv(tl.minimum(start + chunk, L) - start, tile)
+    for it in range(0, n_t):
+        tt = start // tile + n_t - 1 - it
+        t_begin = tt * tile
+        n_blk = tl.cdiv(tl.minimum(t_begin + tile, L) - t_begin, P)
+        # the states entering every P positions of the tile, from the one entering it
+        hs = ()
+        As = ()
+        for n in tl.static_range(N):
+            As = As + (tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0) * LOG2E,)
+            if HAS_HIN:
+                hs = hs + (tl.load(hin_ptr + (chan * n_tiles + tt) * N + n, mask=mask_d, other=0.0),)
+            else:
+                hs = hs + (zero,)
+        for bi in range(0, n_blk):
+            for n in tl.static_range(N):
+                tl.store(s_h + (bi * N + n) * BLOCK_D, hs[n])
+            if bi < n_blk - 1:
+                offs_t = t_begin + bi * P + offs_p
+                mask = mask_d[:, None] & (offs_t < L)[None, :]
+                io = row[:, None] + offs_t[None, :]
+                u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
+                dt = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)
+                dt_cols = _cols(dt)
+                dtu_cols = _cols(dt * u)
+                new_hs = ()
+                for n in tl.static_range(N):
+                    held = tl.load(B_ptr + b_base + n * sB2, mask=mask_d, other=0.0) if not VAR_B else None
+                    b_cols = _bc_cols(B_ptr, b_base, n, sB2, t_begin + bi * P, mask_d, L, Lw, held, VAR_B, P, WORDS,
+                                      EVEN)
+                    h = hs[n]
+                    for j in tl.static_range(P):
+                        h = tl.exp2(dt_cols[j] * As[n]) * h + dtu_cols[j] * b_cols[j]
+                    new_hs = new_hs + (h,)
+                hs = new_hs
+        # the tile's positions, P at a time, last first
+        for bj in range(0, n_blk):
+            bi = n_blk - 1 - bj
+            t0 = t_begin + bi * P
+            offs_t = t0 + offs_p
+            mask = mask_d[:, None] & (offs_t < L)[None, :]
+            io = row[:, None] + offs_t[None, :]
+            u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
+            raw = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
+            if HAS_BIAS:
+                raw += bias[:, None]
+            dt = raw
+            if SOFTPLUS:
+                dt = _softplus(raw, FAST_MATH)
+            if not EVEN:
+                dt = tl.where(mask, dt, 0.0)  # past L: a = 1, no input
+            dout, zt, sig, dy = _gated_dout(dout_ptr, z_ptr, io, mask, pb * z_extra, HAS_Z)
+            dt_cols = _cols(dt)
+            dtu_cols = _cols(dt * u)
+            dy_cols = _cols(dy)
+            # per position: sum_n C h (for dz and y), sum_n g B, sum_n A g w (A in log2 units)
+            ys = _cols(tl.zeros([BLOCK_D, P], dtype=tl.float32))
+            gBs = ys
+            gAws = ys
+            # one state index at a time: its scratch values and A are loaded one index ahead
+            nx_h = tl.load(s_h + (bi * N) * BLOCK_D)
+            nx_g = tl.load(s_g)
+            nx_a = tl.load(s_a)
+            nx_A = tl.load(A_ptr + offs_d * N, mask=mask_d, other=0.0)
+            for n0 in range(0, N, N_UNROLL):
+                for q in tl.static_range(N_UNROLL):
+                    m = n0 + q
+                    if N_UNROLL == 1:
+                        h = nx_h
+                        g_next = nx_g
+                        dA = nx_a
+                        A_n = nx_A * LOG2E
+                        m1 = tl.minimum(m + 1, N - 1)  # the last index loads what it has (unused)
+                        nx_h = tl.load(s_h + (bi * N + m1) * BLOCK_D)
+                        nx_g = tl.load(s_g + m1 * BLOCK_D)
+                        nx_a = tl.load(s_a + m1 * BLOCK_D)
+                        nx_A = tl.load(A_ptr + offs_d * N + m1, mask=mask_d, other=0.0)
+                    else:
+                        h = tl.load(s_h + (bi * N + m) * BLOCK_D)
+                        g_next = tl.load(s_g + m * BLOCK_D)
+                        dA = tl.load(s_a + m * BLOCK_D)
+                        A_n = tl.load(A_ptr + offs_d * N + m, mask=mask_d, other=0.0) * LOG2E
+                    held_b = tl.load(B_ptr + b_base + m * sB2, mask=mask_d, other=0.0) if not VAR_B else None
+                    held_c = tl.load(C_ptr + c_base + m * sC2, mask=mask_d, other=0.0) if not VAR_C else None
+                    b_cols = _bc_cols(B_ptr, b_base, m, sB2, t0, mask_d, L, Lw, held_b, VAR_B, P, WORDS, EVEN)
+                    c_cols = _bc_cols(C_ptr, c_base, m, sC2, t0, mask_d, L, Lw, held_c, VAR_C, P, WORDS, EVEN)
+                    a_s = ()
+                    ws = ()
+                    dC_cols = ()
+                    ys_n = ()
+                    for j in tl.static_range(P):
+                        a = tl.exp2(dt_cols[j] * A_n)
+                        w = a * h
+                        h = w + dtu_cols[j] * b_cols[j]
+                        a_s = a_s + (a,)
+                        ws = ws + (w,)
+                        dC_cols = dC_cols + (h * dy_cols[j],)
+                        if HAS_Z or WRITE_Y:
+                            ys_n = ys_n + (ys[j] + c_cols[j] * h,)
+                    if HAS_Z or WRITE_Y:
+                        ys = ys_n
+                    dB_cols = ()
+                    gBs_n = ()
+                    gAws_n = ()
+                    for j in tl.static_range(P - 1, -1, -1):
+                        g = c_cols[j] * dy_cols[j] + g_next
+                        dB_cols = (g * dtu_cols[j],) + dB_cols
+                        gw = g * ws[j]
+                        dA += dt_cols[j] * gw
+                        gBs_n = (gBs[j] + g * b_cols[j],) + gBs_n
+                        gAws_n = (gAws[j] + A_n * gw,) + gAws_n
+                        g_next = a_s[j] * g
+                    gBs = gBs_n
+                    gAws = gAws_n
+                    tl.store(s_g + m * BLOCK_D, g_next)
+                    tl.store(s_a + m * BLOCK_D, dA)
+                    if VAR_B:
+                        dB_pos = tl.sum(_from_cols(dB_cols), axis=0)
+                        tl.atomic_add(dB_ptr + gb_base + m * gB2 + offs_t, dB_pos, mask=offs_t < L, sem="relaxed")
+                    else:
+                        tl.store(s_b + m * BLOCK_D, tl.load(s_b + m * BLOCK_D) + tl.sum(_from_cols(dB_cols), axis=1))
+                    if VAR_C:
+                        dC_pos = tl.sum(_from_cols(dC_cols), axis=0)
+                        tl.atomic_add(dC_ptr + gc_base + m * gC2 + offs_t, dC_pos, mask=offs_t < L, sem="relaxed")
+                    else:
+                        tl.store(s_c + m * BLOCK_D, tl.load(s_c + m * BLOCK_D) + tl.sum(_from_cols(dC_cols), axis=1))
+            y = 0.0
+            if HAS_Z or WRITE_Y:
+                y = _from_cols(ys)
+            blk_dD, blk_dbias = _position_grads(
+                y, _from_cols(gBs), _from_cols(gAws) * LN2, u, dt, raw, dout, dy, zt, sig, Dv, io, mask,
+                pb * dz_extra, dz_ptr, y_ptr, du_ptr, ddelta_ptr, 0.0, 0.0, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+                WRITE_Y)
+            if HAS_D:
+                acc_dD += tl.sum(blk_dD, axis=1)
+            if HAS_BIAS:
+                acc_dbias += tl.sum(blk_dbias, axis=1)
+
+    # per-channel sums: one atomic add per program into partial row ``slot`` (torch sums rows)
+    slot = (pid_b * n_chunks + k) % n_slots
+    p_off = (slot * dim + offs_d).to(tl.int64) * N
+    for n in tl.static_range(N):
+        tl.atomic_add(dA_ptr + p_off + n, tl.load(s_a + n * BLOCK_D), mask=mask_d, sem="relaxed")
+        if not VAR_B:
+            tl.atomic_add(dB_ptr + p_off + n, tl.load(s_b + n * BLOCK_D), mask=mask_d, sem="relaxed")
+        if not VAR_C:
+            tl.atomic_add(dC_ptr + p_off + n, tl.load(s_c + n * BLOCK_D), mask=mask_d, sem="relaxed")
+        if WRITE_DINIT:
+            tl.store(dinit_ptr + chan * N + n, tl.load(s_g + n * BLOCK_D), mask=mask_d & (k == 0))
+    if HAS_D:
+        tl.atomic_add(dD_ptr + slot * dim + offs_d, acc_dD, mask=mask_d, sem="relaxed")
+    if HAS_BIAS:
+        tl.atomic_add(dbias_ptr + slot * dim + offs_d, acc_dbias, mask=mask_d, sem="relaxed")
+
+
 # --------------------------------------------------------------------------------------------
 # Host launchers
 # --------------------------------------------------------------------------------------------
@@ -1716,6 +1935,11 @@ _THREAD_WORDS = True
 # never; _THREAD_ADJ_SPLIT (tests) forces m.
 _BWD_PER_THREAD_ADJOINT = "auto"
 _THREAD_ADJ_SPLIT = None
+_BWD_PER_THREAD = False
+_THREAD_BWD_WARPS = 1
+_THREAD_BWD_P = None
+_THREAD_BWD_N_UNROLL = 1
+_THREAD_BWD_MAXNREG = None
 
 
 def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
@@ -1773,6 +1997,16 @@ def _adjoint_per_thread(is_complex: bool, u: Tensor, dstate: int) -> bool:
     if is_complex or dstate > _THREAD_MAX_N or _BWD_PER_THREAD_ADJOINT is False:
         return False
     return _BWD_PER_THREAD_ADJOINT is True or u.element_size() == 2
+
+
+def _bwd_per_thread(is_complex: bool, u: Tensor, dstate: int, Bp, Cp) -> bool:
+    """Whether `_bwd` runs on `_thread_bwd_kernel` (see _BWD_PER_THREAD): real scans with at most
+    _THREAD_MAX_N states whose programs' channels share their group of B and C."""
+    if is_complex or dstate > _THREAD_MAX_N or not _BWD_PER_THREAD:
+        return False
+    dim = u.shape[1]
+    block_d = 32 * _THREAD_BWD_WARPS
+    return not any(var and g > 1 and (dim // g) % block_d for _, var, g, _ in (Bp, Cp))
 
 
 def _bwd_two_pass(plan) -> bool:
@@ -2071,9 +2305,19 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
     f32 = {"device": dev, "dtype": torch.float32}
     dlast_r = _as_real_buffer(dlast)
 
+    if _bwd_per_thread(is_complex, u, dstate, Bp, Cp):
+        return _bwd_thread(dout, dlast_r, u, delta, A_r, Bp, Cp, D, z, delta_bias, delta_softplus, hsave, plan,
+                           want_dinit, y_out, dz_out)
     cin = None  # adjoint entering every chunk's end from later chunks
     if K > 1 and _adjoint_per_thread(is_complex, u, dstate):
-        cin = _chunk_adjoints_per_thread(u, delta, delta_bias, A_r, Cp, z, dout, dlast_r, delta_softplus, plan)
+        C = plan.bt * plan.tpc
+        F = min(C, _thread_chunk(batch, dim, L, 16 // u.element_size(), None, dev))
+        if _THREAD_ADJ_SPLIT:
+            F = max(1, C // _THREAD_ADJ_SPLIT)
+        cin = _chunk_adjoints_per_thread(u, delta, delta_bias, A_r, Cp, z, dout, dlast_r, delta_softplus, F)
+        if C // F > 1:  # chunk k ends where fine chunk (k + 1) C / F - 1 does (the last one: at L)
+            ends = torch.arange(1, K + 1, device=dev) * (C // F) - 1
+            cin = cin.index_select(2, ends.clamp_(max=cin.shape[2] - 1))
     elif K > 1:
         E = torch.empty(batch, dim, K, dstate, nc, **f32)
         dtsum = torch.empty(batch, dim, K, **f32)
@@ -2115,6 +2359,12 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
     else:
         _scan1_bwd_kernel[(K, dim, batch)](*args, **meta, N_UNROLL=_BWD_N_UNROLL,
                                            PREFETCH=_PREFETCH and not is_complex)
+    return _bwd_outputs(du, ddelta, dA, dB, dC, dD, dz, dbias, dinit, is_complex, var_b, var_c)
+
+
+def _bwd_outputs(du, ddelta, dA, dB, dC, dD, dz, dbias, dinit, is_complex: bool, var_b: bool, var_c: bool):
+    """What the backward launchers return, from their buffers: partial-sum rows summed (variable
+    B / C gradients are whole buffers already), complex gradients as complex tensors."""
     dA = dA.sum(0)
     dA = torch.view_as_complex(dA) if is_complex else dA.squeeze(-1)
     if not var_b:
@@ -2128,22 +2378,62 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
     return du, ddelta, dA, dB, dC, dD, dz, dbias, dinit
 
 
-def _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delta_softplus, plan):
-    """The adjoint entering the end of each of the plan's chunks from the chunks after it,
-    ``[B, D, K, N, 1]`` (real scans): `_thread_adjoint_kernel` over chunks of F positions (m per
-    plan chunk), the reverse carry over those, then every m-th."""
+def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsave, plan, want_dinit,
+                y_out, dz_out):
+    """`_bwd` of a real scan with one channel per thread (see _thread_bwd_kernel): the chunk
+    adjoints (`_chunk_adjoints_per_thread`), then the backward over chunks of the per-thread
+    forward's length (at least a tile). ``dlast`` and ``A`` as fp32 buffers."""
+    batch, dim, L = u.shape
+    dstate = A.shape[1]
+    (Bt, var_b, gb, sB), (Ct, var_c, gc, sC) = Bp, Cp
+    dev = u.device
+    P = min(_THREAD_BWD_P or 16 // u.element_size(), plan.bt)
+    chunk = max(_thread_chunk(batch, dim, L, P, plan.chunk_len, dev), plan.bt)
+    K = _cdiv(L, chunk)
+    if K > 1:
+        cin = _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delta_softplus, chunk)
+    else:
+        cin = None if dlast is None else dlast.view(batch, dim, 1, dstate, 1)
+    block_d = 32 * _THREAD_BWD_WARPS
+    n_dblk = _cdiv(dim, block_d)
+    n_slots = min(_N_SLOTS, batch * K)
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dz = None if z is None else dz_out if dz_out is not None else torch.empty_like(u, dtype=z.dtype)
+    dA, dB, dC, dD, dbias = _zeroed_pieces(
+        dev, (n_slots, dim, dstate, 1), Bt.shape if var_b else (n_slots, *Bt.shape),
+        Ct.shape if var_c else (n_slots, *Ct.shape), (n_slots, dim) if D is not None else None,
+        (n_slots, dim) if delta_bias is not None else None)
+    dinit = torch.empty(batch, dim, dstate, 1, device=dev, dtype=torch.float32) if want_dinit else None
+    # per program, the states entering every P positions of one tile
+    scratch = torch.empty(batch * n_dblk * K * (plan.bt // P + 4) * dstate * block_d, device=dev,
+                          dtype=torch.float32)
+    words = _bf16_words((Bp, Cp), L, P)
+    (Bw, sB3), (Cw, sC3) = _thread_rows((Bp, Cp), words)
+    unroll = _THREAD_BWD_N_UNROLL if dstate % _THREAD_BWD_N_UNROLL == 0 else 1
+    _thread_bwd_kernel[(K, n_dblk, batch)](
+        u, delta, delta_bias, A, Bw, Cw, D, z, dout, hsave, cin, scratch,
+        du, ddelta, dz, dA, dB, dC, dD, dbias, dinit, y_out,
+        dim, L, L // 2, K, chunk, plan.bt, plan.n_tiles, dim // gb, dim // gc, n_slots, _extra(z), _extra(dz),
+        *sB3, *sC3, *sB[:3], *sC[:3],
+        N=dstate, BLOCK_D=block_d, P=P, N_UNROLL=unroll, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None,
+        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
+        HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, FAST_MATH=_fast_math(u),
+        WORDS=words, EVEN=L % P == 0 and dim % block_d == 0, num_warps=_THREAD_BWD_WARPS,
+        **_reg_cap(_THREAD_BWD_MAXNREG))
+    return _bwd_outputs(du, ddelta, dA, dB, dC, dD, dz, dbias, dinit, False, var_b, var_c)
+
+
+def _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delta_softplus, F: int):
+    """The adjoint entering the end of each chunk of F positions from the chunks after it,
+    ``[B, D, K, N, 1]`` (real scans): `_thread_adjoint_kernel` over the chunks, then the reverse
+    carry."""
     batch, dim, L = u.shape
     dstate = A.shape[1]
     _, var_c, gc, _ = Cp
     dev = u.device
-    vec = 16 // u.element_size()
-    C = plan.bt * plan.tpc
-    F = min(C, _thread_chunk(batch, dim, L, vec, None, dev))
-    if _THREAD_ADJ_SPLIT:
-        F = max(1, C // _THREAD_ADJ_SPLIT)
-    P = min(vec, F)
+    P = min(16 // u.element_size(), F)
     K_f = _cdiv(L, F)
-    m = C // F
     block_d = 32 * _THREAD_WARPS
     words = _bf16_words((Cp,), L, P)
     ((Ct, sC3),) = _thread_rows((Cp,), words)
@@ -2158,11 +2448,7 @@ def _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delt
     _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
         E, dtsum, A, dlast, cin, dim, K_f, dstate, IS_COMPLEX=False, REVERSE=True, HAS_INIT=dlast is not None,
         BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=_next_pow2(dstate), num_warps=2)
-    if m == 1:
-        return cin
-    # chunk k ends where fine chunk (k + 1) m - 1 does (the last one: at L)
-    ends = torch.arange(1, plan.n_chunks + 1, device=dev) * m - 1
-    return cin.index_select(2, ends.clamp_(max=K_f - 1))
+    return cin
 
 
 def _grad_like(buf: Tensor, like: Tensor, is_complex: bool) -> Tensor:
