@@ -254,16 +254,15 @@ def test_triton_scan_per_thread_adjoint_rule(monkeypatch) -> None:
 
 def _bwd_thread_rows() -> list:
     rows = [c for c in _cpu_cases()[::3] if not c.values[0].complex]
-    # groups of 32 channels, one program's worth, so that the grouped row takes the kernel too;
-    # bf16 B / C read as words; the loop over states two at a time
+    # groups of 32 channels, one program's worth, so that a grouped row takes the kernel too; bf16
+    # B / C read as words
     rows.append(pytest.param(Case(1, 64, 16, 24, 8, dtype="bf16", b="group", c="var", groups=2, has_init=True),
-                             2, id="real-bf16-Bgroup-Cvar-Dzbsil-d64L24T8-unroll2"))
-    return [r if len(r.values) == 2 else pytest.param(r.values[0], 1, id=r.id) for r in rows]
+                             id="real-bf16-Bgroup-Cvar-Dzbsil-d64L24T8"))
+    return rows
 
 
-@pytest.mark.parametrize("case, unroll", _bwd_thread_rows())
-def test_triton_scan_per_thread_backward_matches_reference(case: Case, unroll: int, monkeypatch,
-                                                           device: torch.device) -> None:
+@pytest.mark.parametrize("case", _bwd_thread_rows())
+def test_triton_scan_per_thread_backward_matches_reference(case: Case, monkeypatch, device: torch.device) -> None:
     """The backward with one channel per thread (_thread_bwd_kernel), forced, on the real rows of
     a third of the grid and a grouped bf16 row: every flag, B / C layout and dtype, chunks with
     their adjoints, ragged rows. Rows whose groups are narrower than a program's channels keep
@@ -271,13 +270,11 @@ def test_triton_scan_per_thread_backward_matches_reference(case: Case, unroll: i
     from seqmodels.kernels.selective_scan import triton_scan as ts
 
     monkeypatch.setattr(ts, "_BWD_PER_THREAD", True)
-    monkeypatch.setattr(ts, "_THREAD_BWD_N_UNROLL", unroll)
     spy = _LaunchSpy(ts._thread_bwd_kernel)
     monkeypatch.setattr(ts, "_thread_bwd_kernel", spy)
     check_case(case, device)
     whole_groups = all(kind != "group" or (case.dim // case.groups) % 32 == 0 for kind in (case.b, case.c))
     assert bool(spy.launches) == whole_groups
-    assert all(kw["N_UNROLL"] == (unroll if case.dstate % unroll == 0 else 1) for kw in spy.launches)
 
 
 def test_triton_scan_per_thread_backward_rule(monkeypatch) -> None:

@@ -1629,6 +1629,80 @@ def _thread_adjoint_kernel(
 
 
 @triton.jit
+def _thread_bwd_inputs(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, bias, z_row, HAS_BIAS: tl.constexpr,
+                       SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, FAST_MATH: tl.constexpr, EVEN: tl.constexpr):
+    """A per-thread backward's per-position inputs on ``[BLOCK_D, P]``, fp32: (u, raw delta (+
+    bias), dt (0 past L: a = 1, no input), dout, z, sigmoid(z), dy) as `_gated_dout` gives them."""
+    u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
+    raw = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
+    if HAS_BIAS:
+        raw += bias[:, None]
+    dt = raw
+    if SOFTPLUS:
+        dt = _softplus(raw, FAST_MATH)
+    if not EVEN:
+        dt = tl.where(mask, dt, 0.0)
+    dout, zt, sig, dy = _gated_dout(dout_ptr, z_ptr, io, mask, z_row, HAS_Z)
+    return u, raw, dt, dout, zt, sig, dy
+
+
+@triton.jit
+def _thread_bwd_state(h, g_next, dA, A_n, b_cols, c_cols, dt_cols, dtu_cols, dy_cols, ys, gBs, gAws,
+                      NEED_Y: tl.constexpr, P: tl.constexpr):
+    """One state index of a per-thread backward over P positions: h forward from the state
+    entering them (keeping w = a h_prev and a), then the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1}
+    backward from ``g_next`` (the adjoint arriving from the positions after them). Returns the
+    adjoint leaving the first position, dA + sum_t dt g w, the per-position sums over states so
+    far (y's C h when ``NEED_Y``, g B, A g w with A in log2 units), and this index's dB and dC
+    columns (g dt u, dy h) before their sums over channels."""
+    a_s = ()
+    ws = ()
+    dC_cols = ()
+    ys_n = ()
+    for j in tl.static_range(P):
+        a = tl.exp2(dt_cols[j] * A_n)
+        w = a * h
+        h = w + dtu_cols[j] * b_cols[j]
+        a_s = a_s + (a,)
+        ws = ws + (w,)
+        dC_cols = dC_cols + (h * dy_cols[j],)
+        if NEED_Y:
+            ys_n = ys_n + (ys[j] + c_cols[j] * h,)
+    if NEED_Y:
+        ys = ys_n
+    dB_cols = ()
+    gBs_n = ()
+    gAws_n = ()
+    for j in tl.static_range(P - 1, -1, -1):
+        g = c_cols[j] * dy_cols[j] + g_next
+        dB_cols = (g * dtu_cols[j],) + dB_cols
+        gw = g * ws[j]
+        dA += dt_cols[j] * gw
+        gBs_n = (gBs[j] + g * b_cols[j],) + gBs_n
+        gAws_n = (gAws[j] + A_n * gw,) + gAws_n
+        g_next = a_s[j] * g
+    return g_next, dA, ys, gBs_n, gAws_n, dB_cols, dC_cols
+
+
+@triton.jit
+def _thread_bc_grads(dB_cols, dC_cols, n, dB_ptr, dC_ptr, gb_base, gB2, gc_base, gC2, offs_t, L, s_b, s_c,
+                     BLOCK_D: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr):
+    """Add state index n's dB and dC columns of a per-thread backward: variable, summed over the
+    program's channels (across the threads) and added to the gradient rows at ``offs_t``;
+    constant, summed over the positions into the channel's scratch sums ``s_b`` / ``s_c``."""
+    if VAR_B:
+        tl.atomic_add(dB_ptr + gb_base + n * gB2 + offs_t, tl.sum(_from_cols(dB_cols), axis=0), mask=offs_t < L,
+                      sem="relaxed")
+    else:
+        tl.store(s_b + n * BLOCK_D, tl.load(s_b + n * BLOCK_D) + tl.sum(_from_cols(dB_cols), axis=1))
+    if VAR_C:
+        tl.atomic_add(dC_ptr + gc_base + n * gC2 + offs_t, tl.sum(_from_cols(dC_cols), axis=0), mask=offs_t < L,
+                      sem="relaxed")
+    else:
+        tl.store(s_c + n * BLOCK_D, tl.load(s_c + n * BLOCK_D) + tl.sum(_from_cols(dC_cols), axis=1))
+
+
+@triton.jit
 def _thread_bwd_kernel(
     # pointers: inputs (hin: the states entering every tile, as the forward saved them; cin: the
     # adjoint entering each chunk's end); scratch: per program, the states entering every P
@@ -1643,21 +1717,20 @@ def _thread_bwd_kernel(
     # strides of B and C as read (in words with WORDS), and of their fp32 gradient buffers
     sB0, sB1, sB2, sC0, sC1, sC2, gB0, gB1, gB2, gC0, gC1, gC2,
     # meta
-    N: tl.constexpr, BLOCK_D: tl.constexpr, P: tl.constexpr, N_UNROLL: tl.constexpr, VAR_B: tl.constexpr,
+    N: tl.constexpr, BLOCK_D: tl.constexpr, P: tl.constexpr, VAR_B: tl.constexpr,
     VAR_C: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_HIN: tl.constexpr, HAS_CIN: tl.constexpr, WRITE_DINIT: tl.constexpr,
     WRITE_Y: tl.constexpr, FAST_MATH: tl.constexpr, WORDS: tl.constexpr, EVEN: tl.constexpr,
 ):
-    """The backward of a real scan with its channels spread over the program's threads (one or
-    more per thread, as `_thread_fwd_kernel`): BLOCK_D channels of batch row ``program_id(2)``,
-    chunk ``program_id(0)``, its tiles from last to first. Per tile, a first walk from the saved
-    state writes the state entering every P positions to the program's scratch; then per P
-    positions, last first, and per state index (a loop, N_UNROLL at a time): h forward from its
-    scratch state (keeping w_t = a_t h_{t-1} and a_t), the adjoint g_t = C_t dy_t + a_{t+1}
-    g_{t+1} backward, and the gradients. The adjoint and dA sums of each state index wait in
-    the scratch between P positions. dB and dC at each position sum over the program's channels
-    (``tl.sum`` across the threads, one atomic add per position and program); the sums over N
-    (du, d delta, y) stay inside the thread."""
+    """The backward of a real scan with one channel per thread (as `_thread_fwd_kernel`):
+    BLOCK_D channels of batch row ``program_id(2)``, chunk ``program_id(0)``, its tiles from
+    last to first. Per tile, a first walk from the saved state writes the state entering every P
+    positions to the program's scratch; then per P positions, last first, and per state index (a
+    runtime loop, `_thread_bwd_state`): h forward from its scratch state, the adjoint backward,
+    the gradients. The adjoint and dA sums of each state index wait in the scratch between P
+    positions. dB and dC at each position sum over the program's channels (``tl.sum`` across the
+    threads, one atomic add per position and program); the sums over N (du, d delta, y) stay
+    inside the thread."""
     k, pid_b, offs_d, mask_d, offs_p, chan, row, pb = _thread_program(dim, L, BLOCK_D, P)
     b_base = _bc_base(pid_b, offs_d, sB0, sB1, group_b, VAR_B)
     c_base = _bc_base(pid_b, offs_d, sC0, sC1, group_c, VAR_C)
@@ -1676,10 +1749,10 @@ def _thread_bwd_kernel(
     s_c = s_b + N * BLOCK_D
     zero = tl.zeros([BLOCK_D], dtype=tl.float32)
     for n in tl.static_range(N):
+        g0 = zero
         if HAS_CIN:
-            tl.store(s_g + n * BLOCK_D, tl.load(cin_ptr + (chan * n_chunks + k) * N + n, mask=mask_d, other=0.0))
-        else:
-            tl.store(s_g + n * BLOCK_D, zero)
+            g0 = tl.load(cin_ptr + (chan * n_chunks + k) * N + n, mask=mask_d, other=0.0)
+        tl.store(s_g + n * BLOCK_D, g0)
         tl.store(s_a + n * BLOCK_D, zero)
         tl.store(s_b + n * BLOCK_D, zero)
         tl.store(s_c + n * BLOCK_D, zero)
@@ -1732,16 +1805,9 @@ def _thread_bwd_kernel(
             offs_t = t0 + offs_p
             mask = mask_d[:, None] & (offs_t < L)[None, :]
             io = row[:, None] + offs_t[None, :]
-            u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
-            raw = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
-            if HAS_BIAS:
-                raw += bias[:, None]
-            dt = raw
-            if SOFTPLUS:
-                dt = _softplus(raw, FAST_MATH)
-            if not EVEN:
-                dt = tl.where(mask, dt, 0.0)  # past L: a = 1, no input
-            dout, zt, sig, dy = _gated_dout(dout_ptr, z_ptr, io, mask, pb * z_extra, HAS_Z)
+            u, raw, dt, dout, zt, sig, dy = _thread_bwd_inputs(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, bias,
+                                                               pb * z_extra, HAS_BIAS, SOFTPLUS, HAS_Z,
+                                                               FAST_MATH, EVEN)
             dt_cols = _cols(dt)
             dtu_cols = _cols(dt * u)
             dy_cols = _cols(dy)
@@ -1754,68 +1820,27 @@ def _thread_bwd_kernel(
             nx_g = tl.load(s_g)
             nx_a = tl.load(s_a)
             nx_A = tl.load(A_ptr + offs_d * N, mask=mask_d, other=0.0)
-            for n0 in range(0, N, N_UNROLL):
-                for q in tl.static_range(N_UNROLL):
-                    m = n0 + q
-                    if N_UNROLL == 1:
-                        h = nx_h
-                        g_next = nx_g
-                        dA = nx_a
-                        A_n = nx_A * LOG2E
-                        m1 = tl.minimum(m + 1, N - 1)  # the last index loads what it has (unused)
-                        nx_h = tl.load(s_h + (bi * N + m1) * BLOCK_D)
-                        nx_g = tl.load(s_g + m1 * BLOCK_D)
-                        nx_a = tl.load(s_a + m1 * BLOCK_D)
-                        nx_A = tl.load(A_ptr + offs_d * N + m1, mask=mask_d, other=0.0)
-                    else:
-                        h = tl.load(s_h + (bi * N + m) * BLOCK_D)
-                        g_next = tl.load(s_g + m * BLOCK_D)
-                        dA = tl.load(s_a + m * BLOCK_D)
-                        A_n = tl.load(A_ptr + offs_d * N + m, mask=mask_d, other=0.0) * LOG2E
-                    held_b = tl.load(B_ptr + b_base + m * sB2, mask=mask_d, other=0.0) if not VAR_B else None
-                    held_c = tl.load(C_ptr + c_base + m * sC2, mask=mask_d, other=0.0) if not VAR_C else None
-                    b_cols = _bc_cols(B_ptr, b_base, m, sB2, t0, mask_d, L, Lw, held_b, VAR_B, P, WORDS, EVEN)
-                    c_cols = _bc_cols(C_ptr, c_base, m, sC2, t0, mask_d, L, Lw, held_c, VAR_C, P, WORDS, EVEN)
-                    a_s = ()
-                    ws = ()
-                    dC_cols = ()
-                    ys_n = ()
-                    for j in tl.static_range(P):
-                        a = tl.exp2(dt_cols[j] * A_n)
-                        w = a * h
-                        h = w + dtu_cols[j] * b_cols[j]
-                        a_s = a_s + (a,)
-                        ws = ws + (w,)
-                        dC_cols = dC_cols + (h * dy_cols[j],)
-                        if HAS_Z or WRITE_Y:
-                            ys_n = ys_n + (ys[j] + c_cols[j] * h,)
-                    if HAS_Z or WRITE_Y:
-                        ys = ys_n
-                    dB_cols = ()
-                    gBs_n = ()
-                    gAws_n = ()
-                    for j in tl.static_range(P - 1, -1, -1):
-                        g = c_cols[j] * dy_cols[j] + g_next
-                        dB_cols = (g * dtu_cols[j],) + dB_cols
-                        gw = g * ws[j]
-                        dA += dt_cols[j] * gw
-                        gBs_n = (gBs[j] + g * b_cols[j],) + gBs_n
-                        gAws_n = (gAws[j] + A_n * gw,) + gAws_n
-                        g_next = a_s[j] * g
-                    gBs = gBs_n
-                    gAws = gAws_n
-                    tl.store(s_g + m * BLOCK_D, g_next)
-                    tl.store(s_a + m * BLOCK_D, dA)
-                    if VAR_B:
-                        dB_pos = tl.sum(_from_cols(dB_cols), axis=0)
-                        tl.atomic_add(dB_ptr + gb_base + m * gB2 + offs_t, dB_pos, mask=offs_t < L, sem="relaxed")
-                    else:
-                        tl.store(s_b + m * BLOCK_D, tl.load(s_b + m * BLOCK_D) + tl.sum(_from_cols(dB_cols), axis=1))
-                    if VAR_C:
-                        dC_pos = tl.sum(_from_cols(dC_cols), axis=0)
-                        tl.atomic_add(dC_ptr + gc_base + m * gC2 + offs_t, dC_pos, mask=offs_t < L, sem="relaxed")
-                    else:
-                        tl.store(s_c + m * BLOCK_D, tl.load(s_c + m * BLOCK_D) + tl.sum(_from_cols(dC_cols), axis=1))
+            for m in range(0, N):
+                h = nx_h
+                g_next = nx_g
+                dA = nx_a
+                A_n = nx_A * LOG2E
+                m1 = tl.minimum(m + 1, N - 1)  # the last index loads what it has (unused)
+                nx_h = tl.load(s_h + (bi * N + m1) * BLOCK_D)
+                nx_g = tl.load(s_g + m1 * BLOCK_D)
+                nx_a = tl.load(s_a + m1 * BLOCK_D)
+                nx_A = tl.load(A_ptr + offs_d * N + m1, mask=mask_d, other=0.0)
+                held_b = tl.load(B_ptr + b_base + m * sB2, mask=mask_d, other=0.0) if not VAR_B else None
+                held_c = tl.load(C_ptr + c_base + m * sC2, mask=mask_d, other=0.0) if not VAR_C else None
+                b_cols = _bc_cols(B_ptr, b_base, m, sB2, t0, mask_d, L, Lw, held_b, VAR_B, P, WORDS, EVEN)
+                c_cols = _bc_cols(C_ptr, c_base, m, sC2, t0, mask_d, L, Lw, held_c, VAR_C, P, WORDS, EVEN)
+                g_next, dA, ys, gBs, gAws, dB_cols, dC_cols = _thread_bwd_state(
+                    h, g_next, dA, A_n, b_cols, c_cols, dt_cols, dtu_cols, dy_cols, ys, gBs, gAws,
+                    HAS_Z or WRITE_Y, P)
+                tl.store(s_g + m * BLOCK_D, g_next)
+                tl.store(s_a + m * BLOCK_D, dA)
+                _thread_bc_grads(dB_cols, dC_cols, m, dB_ptr, dC_ptr, gb_base, gB2, gc_base, gC2, offs_t, L,
+                                 s_b, s_c, BLOCK_D, VAR_B, VAR_C)
             y = 0.0
             if HAS_Z or WRITE_Y:
                 y = _from_cols(ys)
@@ -1935,11 +1960,17 @@ _THREAD_WORDS = True
 # never; _THREAD_ADJ_SPLIT (tests) forces m.
 _BWD_PER_THREAD_ADJOINT = "auto"
 _THREAD_ADJ_SPLIT = None
+# The whole backward of a real scan with one channel per thread (_thread_bwd_kernel, programs of
+# one warp, P positions per step, None: 16 bytes of the input dtype) runs only when forced
+# (True): it is not yet faster than the tile backward. Measured on an H100, whole backward
+# (chunk adjoints included), GPU time, ms, tile backward -> per-thread: (1, 256, 16, 2^20) bf16
+# 20.7 -> 23.4, (8, 1536, 16, 4096) bf16 4.00 -> 4.13; with the state loop unrolled (all per-state
+# values in registers: 255 registers and spills) 21.2 -> 32.5 and 4.11 -> 5.64; P = 4 about twice
+# as slow as P = 8. Nsight Compute at 2^20: 217 registers, so 8 warps per SM, 0.37 instructions
+# issued per scheduler and cycle, about 49 per state element.
 _BWD_PER_THREAD = False
 _THREAD_BWD_WARPS = 1
 _THREAD_BWD_P = None
-_THREAD_BWD_N_UNROLL = 1
-_THREAD_BWD_MAXNREG = None
 
 
 def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
@@ -2410,17 +2441,15 @@ def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softpl
                           dtype=torch.float32)
     words = _bf16_words((Bp, Cp), L, P)
     (Bw, sB3), (Cw, sC3) = _thread_rows((Bp, Cp), words)
-    unroll = _THREAD_BWD_N_UNROLL if dstate % _THREAD_BWD_N_UNROLL == 0 else 1
     _thread_bwd_kernel[(K, n_dblk, batch)](
         u, delta, delta_bias, A, Bw, Cw, D, z, dout, hsave, cin, scratch,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dinit, y_out,
         dim, L, L // 2, K, chunk, plan.bt, plan.n_tiles, dim // gb, dim // gc, n_slots, _extra(z), _extra(dz),
         *sB3, *sC3, *sB[:3], *sC[:3],
-        N=dstate, BLOCK_D=block_d, P=P, N_UNROLL=unroll, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None,
+        N=dstate, BLOCK_D=block_d, P=P, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
         HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, FAST_MATH=_fast_math(u),
-        WORDS=words, EVEN=L % P == 0 and dim % block_d == 0, num_warps=_THREAD_BWD_WARPS,
-        **_reg_cap(_THREAD_BWD_MAXNREG))
+        WORDS=words, EVEN=L % P == 0 and dim % block_d == 0, num_warps=_THREAD_BWD_WARPS)
     return _bwd_outputs(du, ddelta, dA, dB, dC, dD, dz, dbias, dinit, False, var_b, var_c)
 
 
