@@ -2436,7 +2436,7 @@ def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softpl
         Ct.shape if var_c else (n_slots, *Ct.shape), (n_slots, dim) if D is not None else None,
         (n_slots, dim) if delta_bias is not None else None)
     dinit = torch.empty(batch, dim, dstate, 1, device=dev, dtype=torch.float32) if want_dinit else None
-    # per program, the states entering every P positions of one tile
+    # per program: the states entering every P positions of one tile, and four [N, BLOCK_D] sums
     scratch = torch.empty(batch * n_dblk * K * (plan.bt // P + 4) * dstate * block_d, device=dev,
                           dtype=torch.float32)
     words = _bf16_words((Bp, Cp), L, P)
