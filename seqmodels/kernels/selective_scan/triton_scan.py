@@ -1449,15 +1449,17 @@ def _thread_program(dim, L, BLOCK_D: tl.constexpr, P: tl.constexpr):
 @triton.jit
 def _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                FAST_MATH: tl.constexpr, EVEN: tl.constexpr):
-    """dt as fp32 ``[BLOCK_D, P]``: delta (+ bias) (-> softplus), 0 past L (so that a = 1)."""
-    dt = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
+    """(dt, raw) as fp32 ``[BLOCK_D, P]``: raw = delta (+ bias), dt = raw (-> softplus), 0 past L
+    (so that a = 1)."""
+    raw = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
     if HAS_BIAS:
-        dt += bias[:, None]
+        raw += bias[:, None]
+    dt = raw
     if SOFTPLUS:
-        dt = _softplus(dt, FAST_MATH)
+        dt = _softplus(raw, FAST_MATH)
     if not EVEN:
         dt = tl.where(mask, dt, 0.0)
-    return dt
+    return dt, raw
 
 
 @triton.jit
@@ -1520,7 +1522,7 @@ def _thread_fwd_kernel(
         mask = mask_d[:, None] & (offs_t < L)[None, :]
         io = row[:, None] + offs_t[None, :]
         u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
-        dt = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)  # past L: h stays
+        dt, _ = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)  # past L: h stays
         dt_cols = _cols(dt)
         dtu_cols = _cols(dt * u)
         if STATE_ONLY:
@@ -1605,7 +1607,7 @@ def _thread_adjoint_kernel(
         offs_t = t0 + offs_p
         mask = mask_d[:, None] & (offs_t < L)[None, :]
         io = row[:, None] + offs_t[None, :]
-        dt = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)  # past L: G stays
+        dt, _ = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)  # past L: G stays
         dy = _load_in(dout_ptr + io, mask, EVEN).to(tl.float32)
         if HAS_Z:
             zt = _load_in(z_ptr + (io + pb * z_extra), mask, EVEN).to(tl.float32)
@@ -1634,14 +1636,7 @@ def _thread_bwd_inputs(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, bias, z_row,
     """A per-thread backward's per-position inputs on ``[BLOCK_D, P]``, fp32: (u, raw delta (+
     bias), dt (0 past L: a = 1, no input), dout, z, sigmoid(z), dy) as `_gated_dout` gives them."""
     u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
-    raw = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
-    if HAS_BIAS:
-        raw += bias[:, None]
-    dt = raw
-    if SOFTPLUS:
-        dt = _softplus(raw, FAST_MATH)
-    if not EVEN:
-        dt = tl.where(mask, dt, 0.0)
+    dt, raw = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)
     dout, zt, sig, dy = _gated_dout(dout_ptr, z_ptr, io, mask, z_row, HAS_Z)
     return u, raw, dt, dout, zt, sig, dy
 
@@ -1785,7 +1780,7 @@ def _thread_bwd_kernel(
                 mask = mask_d[:, None] & (offs_t < L)[None, :]
                 io = row[:, None] + offs_t[None, :]
                 u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
-                dt = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)
+                dt, _ = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)
                 dt_cols = _cols(dt)
                 dtu_cols = _cols(dt * u)
                 new_hs = ()
@@ -2368,16 +2363,8 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
         cin = dlast_r.view(batch, dim, 1, dstate, nc)
 
     n_slots = min(_N_SLOTS, batch * K)
-    du = torch.empty_like(u)
-    ddelta = torch.empty_like(delta)
-    dz = None if z is None else dz_out if dz_out is not None else torch.empty_like(u, dtype=z.dtype)
-    # Accumulators start at zero (atomics add into them): one zeroed buffer, cut into contiguous
-    # pieces (one fill instead of five; this launcher's CPU time counts at L = 1024).
-    dA, dB, dC, dD, dbias = _zeroed_pieces(
-        dev, (n_slots, dim, dstate, nc), Bt.shape if var_b else (n_slots, *Bt.shape),
-        Ct.shape if var_c else (n_slots, *Ct.shape), (n_slots, dim) if D is not None else None,
-        (n_slots, dim) if delta_bias is not None else None)
-    dinit = torch.empty(batch, dim, dstate, nc, **f32) if want_dinit else None
+    du, ddelta, dz, dA, dB, dC, dD, dbias, dinit = _bwd_buffers(u, delta, z, dz_out, D, delta_bias, Bp, Cp, dstate,
+                                                                nc, n_slots, want_dinit)
     args = (u, delta, delta_bias, A_r, Bt, Ct, D, z, dout, hsave, cin,
             du, ddelta, dz, dA, dB, dC, dD, dbias, dinit, y_out,
             dim, L, K, plan.n_tiles, dstate, dim // gb, dim // gc, n_slots, _extra(z), _extra(dz), *sB, *sC)
@@ -2391,6 +2378,24 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
         _scan1_bwd_kernel[(K, dim, batch)](*args, **meta, N_UNROLL=_BWD_N_UNROLL,
                                            PREFETCH=_PREFETCH and not is_complex)
     return _bwd_outputs(du, ddelta, dA, dB, dC, dD, dz, dbias, dinit, is_complex, var_b, var_c)
+
+
+def _bwd_buffers(u, delta, z, dz_out, D, delta_bias, Bp, Cp, dstate: int, nc: int, n_slots: int,
+                 want_dinit: bool) -> tuple:
+    """The backward launchers' outputs: du, ddelta and dz (dz_out when given) in their inputs'
+    dtypes; dA, dB, dC, dD, dbias as zeroed fp32 accumulators (partial-sum rows, whole buffers
+    for variable B / C); dinit ``[B, D, N, nc]`` when wanted."""
+    batch, dim, _ = u.shape
+    (Bt, var_b, _, _), (Ct, var_c, _, _) = Bp, Cp
+    dz = None if z is None else dz_out if dz_out is not None else torch.empty_like(u, dtype=z.dtype)
+    # Accumulators start at zero (atomics add into them): one zeroed buffer, cut into contiguous
+    # pieces (one fill instead of five; the launcher's CPU time counts at L = 1024).
+    sums = _zeroed_pieces(
+        u.device, (n_slots, dim, dstate, nc), Bt.shape if var_b else (n_slots, *Bt.shape),
+        Ct.shape if var_c else (n_slots, *Ct.shape), (n_slots, dim) if D is not None else None,
+        (n_slots, dim) if delta_bias is not None else None)
+    dinit = torch.empty(batch, dim, dstate, nc, device=u.device, dtype=torch.float32) if want_dinit else None
+    return (torch.empty_like(u), torch.empty_like(delta), dz, *sums, dinit)
 
 
 def _bwd_outputs(du, ddelta, dA, dB, dC, dD, dz, dbias, dinit, is_complex: bool, var_b: bool, var_c: bool):
@@ -2416,7 +2421,7 @@ def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softpl
     forward's length (at least a tile). ``dlast`` and ``A`` as fp32 buffers."""
     batch, dim, L = u.shape
     dstate = A.shape[1]
-    (Bt, var_b, gb, sB), (Ct, var_c, gc, sC) = Bp, Cp
+    (_, var_b, gb, sB), (_, var_c, gc, sC) = Bp, Cp
     dev = u.device
     P = min(_THREAD_BWD_P or 16 // u.element_size(), plan.bt)
     chunk = max(_thread_chunk(batch, dim, L, P, plan.chunk_len, dev), plan.bt)
@@ -2428,14 +2433,8 @@ def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softpl
     block_d = 32 * _THREAD_BWD_WARPS
     n_dblk = _cdiv(dim, block_d)
     n_slots = min(_N_SLOTS, batch * K)
-    du = torch.empty_like(u)
-    ddelta = torch.empty_like(delta)
-    dz = None if z is None else dz_out if dz_out is not None else torch.empty_like(u, dtype=z.dtype)
-    dA, dB, dC, dD, dbias = _zeroed_pieces(
-        dev, (n_slots, dim, dstate, 1), Bt.shape if var_b else (n_slots, *Bt.shape),
-        Ct.shape if var_c else (n_slots, *Ct.shape), (n_slots, dim) if D is not None else None,
-        (n_slots, dim) if delta_bias is not None else None)
-    dinit = torch.empty(batch, dim, dstate, 1, device=dev, dtype=torch.float32) if want_dinit else None
+    du, ddelta, dz, dA, dB, dC, dD, dbias, dinit = _bwd_buffers(u, delta, z, dz_out, D, delta_bias, Bp, Cp, dstate,
+                                                                1, n_slots, want_dinit)
     # per program: the states entering every P positions of one tile, and four [N, BLOCK_D] sums
     scratch = torch.empty(batch * n_dblk * K * (plan.bt // P + 4) * dstate * block_d, device=dev,
                           dtype=torch.float32)
