@@ -1556,10 +1556,13 @@ def _thread_fwd_kernel(
             if HAS_Z:
                 zt = _load_in(z_ptr + (io + pb * z_extra), mask, EVEN).to(tl.float32)
                 y = y * zt * tl.sigmoid(zt)
+            # y is written once and read by a later operation: streaming stores (.cs, evict first).
+            # Forward alone on an H100, ms: (1, 256, 16, 2^20) bf16 4.59-4.62 -> 4.44-4.49,
+            # (8, 1536, 16, 16384) 2.87-2.88 -> 2.80-2.81, (8, 1536, 16, 4096) 0.78 -> 0.75-0.76
             if EVEN:
-                tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty))
+                tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), cache_modifier=".cs")
             else:
-                tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask)
+                tl.store(y_ptr + io, y.to(y_ptr.dtype.element_ty), mask=mask, cache_modifier=".cs")
     if STATE_ONLY:
         for n in tl.static_range(N):
             tl.store(S_ptr + state + n, hs[n], mask=mask_d)
