@@ -217,6 +217,20 @@ def test_triton_scan_tile_forward_matches_reference(case: Case, monkeypatch, dev
     check_case(case, device)
 
 
+@pytest.mark.parametrize("case", [c for c in _cpu_cases()[2::3] if not c.values[0].complex and c.values[0].dtype != "fp32"])
+def test_triton_scan_tile_backward_matches_reference(case: Case, monkeypatch, device: torch.device) -> None:
+    """The tile backward of real scans with 16-bit inputs, which the one-channel-per-thread
+    backward replaces wherever the launcher's rule takes it, on the 16-bit real rows of a third
+    of the grid."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_BWD_PER_THREAD", False)
+    spy = _LaunchSpy(triton_scan._thread_bwd_kernel)
+    monkeypatch.setattr(triton_scan, "_thread_bwd_kernel", spy)
+    check_case(case, device)
+    assert not spy.launches
+
+
 @pytest.mark.parametrize("split", [None, 2])
 @pytest.mark.parametrize("case", [c for c in _cpu_cases()[1::3] if not c.values[0].complex])
 def test_triton_scan_per_thread_chunk_adjoints_match_reference(case: Case, split, nan_empty, monkeypatch,
@@ -278,15 +292,20 @@ def test_triton_scan_per_thread_backward_matches_reference(case: Case, monkeypat
 
 
 def test_triton_scan_per_thread_backward_rule(monkeypatch) -> None:
-    """The per-thread backward runs only when forced (it is not yet faster than the tile
-    backward), for real scans with at most 16 states whose programs' channels share their group
-    of B and C."""
+    """The per-thread backward runs for real scans with at most 16 states whose programs'
+    channels share their group of B and C: with 16-bit inputs by default, with fp32 ones when
+    forced; never when switched off."""
     from seqmodels.kernels.selective_scan import triton_scan as ts
 
     u = torch.zeros(1, 64, 8, dtype=torch.bfloat16)
     var, const = (None, True, 1, None), (None, False, 1, None)
+    assert ts._bwd_per_thread(False, u, 16, var, var)
+    assert ts._bwd_per_thread(False, u.half(), 16, var, const)
+    assert not ts._bwd_per_thread(False, u.float(), 16, var, var)
+    monkeypatch.setattr(ts, "_BWD_PER_THREAD", False)
     assert not ts._bwd_per_thread(False, u, 16, var, var)
     monkeypatch.setattr(ts, "_BWD_PER_THREAD", True)
+    assert ts._bwd_per_thread(False, u.float(), 16, var, var)
     assert ts._bwd_per_thread(False, u, 16, var, const)
     assert ts._bwd_per_thread(False, u, 16, (None, True, 2, None), var)  # 32 channels per group
     assert not ts._bwd_per_thread(False, u, 16, (None, True, 4, None), var)  # 16
@@ -770,17 +789,19 @@ def test_triton_scan_inference_forward_matches_reference_gpu(case: Case, device:
     pytest.param(Case(2, 128, 16, 10000, None, dtype="fp32", b="group", c="const", groups=4, has_init=True),
                  id="real-fp32-group-const-init"),
     pytest.param(Case(1, 200, 16, 30001, None, dtype="fp16", b="var", c="var"), id="real-fp16-ragged"),
+    pytest.param(Case(2, 64, 8, 4096, None, dtype="bf16", b="const", c="var", has_z=False), id="real-bf16-const-B-N8"),
 ])
 def test_triton_scan_per_thread_backward_matches_reference_gpu(case: Case, monkeypatch, device: torch.device) -> None:
     """The per-thread backward (_thread_bwd_kernel), forced and compiled: rows split into chunks,
-    grouped and constant B / C, ragged rows and channels."""
+    grouped and constant B / C, ragged rows and channels; the variable dB / dC summed by the
+    reduce-scatter across the warp (``SHFL``, which the interpreter cannot run)."""
     from seqmodels.kernels.selective_scan import triton_scan
 
     monkeypatch.setattr(triton_scan, "_BWD_PER_THREAD", True)
     spy = _LaunchSpy(triton_scan._thread_bwd_kernel)
     monkeypatch.setattr(triton_scan, "_thread_bwd_kernel", spy)
     check_case(case, device)
-    assert len(spy.launches) == 1
+    assert len(spy.launches) == 1 and spy.launches[0]["SHFL"] is True
 
 
 @pytest.mark.gpu

@@ -1683,20 +1683,90 @@ def _thread_bwd_state(h, g_next, dA, A_n, b_cols, c_cols, dt_cols, dtu_cols, dy_
 
 
 @triton.jit
-def _thread_bc_grads(dB_cols, dC_cols, n, dB_ptr, dC_ptr, gb_base, gB2, gc_base, gC2, offs_t, L, s_b, s_c,
-                     BLOCK_D: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr):
+def _lane_id(like):
+    """The hardware lane of the thread holding each element of ``like`` (an int32 tensor)."""
+    return tl.inline_asm_elementwise("mov.u32 $0, %laneid;", "=r,r", [like], dtype=tl.int32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _shfl_xor(x, off):
+    """x of lane (own lane xor ``off``) for fp32 x (``shfl.sync.bfly``; the whole warp takes part)."""
+    y = tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, $2, 0x1f, 0xffffffff;", "=r,r,r",
+                                  [x.to(tl.int32, bitcast=True), off], dtype=tl.int32, is_pure=True, pack=1)
+    return y.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _scatter_step(vals, lane, OFF: tl.constexpr, C: tl.constexpr):
+    """One step of a reduce-scatter across a warp: of the C values a thread holds, the lanes with
+    bit ``OFF`` set keep the upper half, the others the lower, each adding its partner's (lane xor
+    OFF) copy of the half it keeps: C / 2 shuffles. With C < 2, the one value is summed with the
+    partner's."""
+    off = tl.full(lane.shape, OFF, tl.int32)
+    if C >= 2:
+        hi = (lane & OFF) != 0
+        out = ()
+        for i in tl.static_range(C // 2):
+            a = vals[i]
+            b = vals[C // 2 + i]
+            out = out + (tl.where(hi, b, a) + _shfl_xor(tl.where(hi, a, b), off),)
+    else:
+        out = (vals[0] + _shfl_xor(vals[0], off),)
+    return out
+
+
+@triton.jit
+def _reduce_scatter(vals, lane, V: tl.constexpr):
+    """The sums over a warp's 32 lanes of V values per thread (V a power of two, at most 32):
+    lane l ends with the sum of value l // (32 // V). 31 shuffles for 32 values where a sum per
+    value (``tl.sum``) costs 5 each, and about half the instructions."""
+    v = _scatter_step(vals, lane, 16, V)
+    v = _scatter_step(v, lane, 8, V // 2)
+    v = _scatter_step(v, lane, 4, V // 4)
+    v = _scatter_step(v, lane, 2, V // 8)
+    v = _scatter_step(v, lane, 1, V // 16)
+    return v[0]
+
+
+@triton.jit
+def _thread_bc_grads(dB_cols, dC_cols, n, dB_ptr, dC_ptr, gb_base, gB2, gc_base, gC2, t0, offs_t, L, s_b, s_c,
+                     lane, BLOCK_D: tl.constexpr, P: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr,
+                     SHFL: tl.constexpr):
     """Add state index n's dB and dC columns of a per-thread backward: variable, summed over the
     program's channels (across the threads) and added to the gradient rows at ``offs_t``;
-    constant, summed over the positions into the channel's scratch sums ``s_b`` / ``s_c``."""
-    if VAR_B:
-        tl.atomic_add(dB_ptr + gb_base + n * gB2 + offs_t, tl.sum(_from_cols(dB_cols), axis=0), mask=offs_t < L,
-                      sem="relaxed")
+    constant, summed over the positions into the channel's scratch sums ``s_b`` / ``s_c``.
+    ``SHFL`` (one-warp programs, compiled): the variable sums as one reduce-scatter across the
+    warp (`_reduce_scatter`), then one atomic add per lane pair, in place of a ``tl.sum`` per
+    value and an atomic add each."""
+    if SHFL and (VAR_B or VAR_C):
+        tl.static_assert(BLOCK_D == 32 and 32 % (2 * P) == 0, "the reduce-scatter needs one-warp programs")
+        if VAR_B and VAR_C:
+            tot = _reduce_scatter(dB_cols + dC_cols, lane, 2 * P)
+            idx = lane // (32 // (2 * P))
+            t = t0 + idx % P
+            ptr = tl.where(idx < P, dB_ptr + gb_base + n * gB2 + t, dC_ptr + gc_base + n * gC2 + t)
+            first = lane % (32 // (2 * P)) == 0
+        elif VAR_B:
+            tot = _reduce_scatter(dB_cols, lane, P)
+            t = t0 + lane // (32 // P)
+            ptr = dB_ptr + gb_base + n * gB2 + t
+            first = lane % (32 // P) == 0
+        else:
+            tot = _reduce_scatter(dC_cols, lane, P)
+            t = t0 + lane // (32 // P)
+            ptr = dC_ptr + gc_base + n * gC2 + t
+            first = lane % (32 // P) == 0
+        tl.atomic_add(ptr, tot, mask=first & (t < L), sem="relaxed")
     else:
+        if VAR_B:
+            tl.atomic_add(dB_ptr + gb_base + n * gB2 + offs_t, tl.sum(_from_cols(dB_cols), axis=0), mask=offs_t < L,
+                          sem="relaxed")
+        if VAR_C:
+            tl.atomic_add(dC_ptr + gc_base + n * gC2 + offs_t, tl.sum(_from_cols(dC_cols), axis=0), mask=offs_t < L,
+                          sem="relaxed")
+    if not VAR_B:
         tl.store(s_b + n * BLOCK_D, tl.load(s_b + n * BLOCK_D) + tl.sum(_from_cols(dB_cols), axis=1))
-    if VAR_C:
-        tl.atomic_add(dC_ptr + gc_base + n * gC2 + offs_t, tl.sum(_from_cols(dC_cols), axis=0), mask=offs_t < L,
-                      sem="relaxed")
-    else:
+    if not VAR_C:
         tl.store(s_c + n * BLOCK_D, tl.load(s_c + n * BLOCK_D) + tl.sum(_from_cols(dC_cols), axis=1))
 
 
@@ -1718,7 +1788,7 @@ def _thread_bwd_kernel(
     N: tl.constexpr, BLOCK_D: tl.constexpr, P: tl.constexpr, VAR_B: tl.constexpr,
     VAR_C: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_HIN: tl.constexpr, HAS_CIN: tl.constexpr, WRITE_DINIT: tl.constexpr,
-    WRITE_Y: tl.constexpr, FAST_MATH: tl.constexpr, WORDS: tl.constexpr, EVEN: tl.constexpr,
+    WRITE_Y: tl.constexpr, FAST_MATH: tl.constexpr, WORDS: tl.constexpr, EVEN: tl.constexpr, SHFL: tl.constexpr,
 ):
     """The backward of a real scan with one channel per thread (as `_thread_fwd_kernel`):
     BLOCK_D channels of batch row ``program_id(2)``, chunk ``program_id(0)``, its tiles from
@@ -1726,9 +1796,10 @@ def _thread_bwd_kernel(
     positions to the program's scratch; then per P positions, last first, and per state index (a
     runtime loop, `_thread_bwd_state`): h forward from its scratch state, the adjoint backward,
     the gradients. The adjoint and dA sums of each state index wait in the scratch between P
-    positions. dB and dC at each position sum over the program's channels (``tl.sum`` across the
-    threads, one atomic add per position and program); the sums over N (du, d delta, y) stay
-    inside the thread."""
+    positions. dB and dC at each position sum over the program's channels (``SHFL``: one
+    reduce-scatter of shuffles per state index; else ``tl.sum`` across the threads) into one
+    atomic add per position and program; the sums over N (du, d delta, y) stay inside the
+    thread."""
     k, pid_b, offs_d, mask_d, offs_p, chan, row, pb = _thread_program(dim, L, BLOCK_D, P)
     b_base = _bc_base(pid_b, offs_d, sB0, sB1, group_b, VAR_B)
     c_base = _bc_base(pid_b, offs_d, sC0, sC1, group_c, VAR_C)
@@ -1737,6 +1808,7 @@ def _thread_bwd_kernel(
     gb_base = pb * gB0 + (d0 // group_b).to(tl.int64) * gB1
     gc_base = pb * gC0 + (d0 // group_c).to(tl.int64) * gC1
     lanes = tl.arange(0, BLOCK_D)
+    lane = _lane_id(lanes) if SHFL else lanes
     prog = (pid_b * tl.num_programs(1) + tl.program_id(1)).to(tl.int64) * n_chunks + k
     # scratch per program: [tile / P, N, BLOCK_D] states, then [N, BLOCK_D] each of the adjoint,
     # dA and (constant B / C) dB and dC sums
@@ -1837,8 +1909,8 @@ def _thread_bwd_kernel(
                     HAS_Z or WRITE_Y, P)
                 tl.store(s_g + m * BLOCK_D, g_next)
                 tl.store(s_a + m * BLOCK_D, dA)
-                _thread_bc_grads(dB_cols, dC_cols, m, dB_ptr, dC_ptr, gb_base, gB2, gc_base, gC2, offs_t, L,
-                                 s_b, s_c, BLOCK_D, VAR_B, VAR_C)
+                _thread_bc_grads(dB_cols, dC_cols, m, dB_ptr, dC_ptr, gb_base, gB2, gc_base, gC2, t0, offs_t, L,
+                                 s_b, s_c, lane, BLOCK_D, P, VAR_B, VAR_C, SHFL)
             y = 0.0
             if HAS_Z or WRITE_Y:
                 y = _from_cols(ys)
@@ -1959,16 +2031,21 @@ _THREAD_WORDS = True
 _BWD_PER_THREAD_ADJOINT = "auto"
 _THREAD_ADJ_SPLIT = None
 # The whole backward of a real scan with one channel per thread (_thread_bwd_kernel, programs of
-# one warp, P positions per step, None: 16 bytes of the input dtype) runs only when forced
-# (True): it is not yet faster than the tile backward. Measured on an H100, whole backward
-# (chunk adjoints included), GPU time, ms, tile backward -> per-thread: (1, 256, 16, 2^20) bf16
-# 20.7 -> 23.4, (8, 1536, 16, 4096) bf16 4.00 -> 4.13; with the state loop unrolled (all per-state
-# values in registers: 255 registers and spills) 21.2 -> 32.5 and 4.11 -> 5.64; P = 4 about twice
-# as slow as P = 8. Nsight Compute at 2^20: 217 registers, so 8 warps per SM, 0.37 instructions
-# issued per scheduler and cycle, about 49 per state element.
-_BWD_PER_THREAD = False
+# one warp, P positions per step, None: 16 bytes of the input dtype) for 16-bit inputs. Its
+# variable dB / dC are summed over the warp's channels by a reduce-scatter of shuffles
+# (_THREAD_BWD_SHFL; ``tl.sum`` per value without it, and on the interpreter). Measured on an
+# H100, whole backward (chunk adjoints included), GPU time, ms, tile backward -> per-thread with
+# tl.sum -> with the reduce-scatter: (1, 256, 16, 2^20) bf16 20.8 -> 23.3-23.4 -> 19.3;
+# (8, 1536, 16, 4096) 3.68 -> 3.87-3.92 -> 3.20-3.24; (8, 1536, 16, 16384) 14.2 -> 14.3 -> 11.8;
+# (64, 512, 16, 1024) 2.62 -> 2.60-2.75 -> 2.18-2.35; but real fp32 (16, 128, 16, 16000) 2.43 ->
+# 5.48 -> 5.28-5.36, so fp32 keeps the tile backward. Earlier variants: the state loop unrolled
+# (all per-state values in registers: 255 registers and spills) 21.2 -> 32.5 at 2^20; P = 4 about
+# twice as slow as P = 8. "auto" applies that rule, True forces it wherever the groups allow,
+# False never.
+_BWD_PER_THREAD = "auto"
 _THREAD_BWD_WARPS = 1
 _THREAD_BWD_P = None
+_THREAD_BWD_SHFL = True
 
 
 def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
@@ -2030,8 +2107,11 @@ def _adjoint_per_thread(is_complex: bool, u: Tensor, dstate: int) -> bool:
 
 def _bwd_per_thread(is_complex: bool, u: Tensor, dstate: int, Bp, Cp) -> bool:
     """Whether `_bwd` runs on `_thread_bwd_kernel` (see _BWD_PER_THREAD): real scans with at most
-    _THREAD_MAX_N states whose programs' channels share their group of B and C."""
-    if is_complex or dstate > _THREAD_MAX_N or not _BWD_PER_THREAD:
+    _THREAD_MAX_N states (with "auto": 16-bit inputs) whose programs' channels share their group
+    of B and C."""
+    if is_complex or dstate > _THREAD_MAX_N or _BWD_PER_THREAD is False:
+        return False
+    if _BWD_PER_THREAD == "auto" and u.element_size() != 2:
         return False
     dim = u.shape[1]
     block_d = 32 * _THREAD_BWD_WARPS
@@ -2451,7 +2531,8 @@ def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softpl
         N=dstate, BLOCK_D=block_d, P=P, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
         HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, FAST_MATH=_fast_math(u),
-        WORDS=words, EVEN=L % P == 0 and dim % block_d == 0, num_warps=_THREAD_BWD_WARPS)
+        WORDS=words, EVEN=L % P == 0 and dim % block_d == 0, SHFL=_THREAD_BWD_SHFL and block_d == 32 and not _interpreting(),
+        num_warps=_THREAD_BWD_WARPS)
     return _bwd_outputs(du, ddelta, dA, dB, dC, dD, dz, dbias, dinit, False, var_b, var_c)
 
 
