@@ -217,7 +217,8 @@ def test_triton_scan_tile_forward_matches_reference(case: Case, monkeypatch, dev
     check_case(case, device)
 
 
-@pytest.mark.parametrize("case", [c for c in _cpu_cases()[2::3] if not c.values[0].complex and c.values[0].dtype != "fp32"])
+@pytest.mark.parametrize("case", [c for c in _cpu_cases()[2::3]
+                                  if not c.values[0].complex and c.values[0].dtype != "fp32"])
 def test_triton_scan_tile_backward_matches_reference(case: Case, monkeypatch, device: torch.device) -> None:
     """The tile backward of real scans with 16-bit inputs, which the one-channel-per-thread
     backward replaces wherever the launcher's rule takes it, on the 16-bit real rows of a third

@@ -2531,8 +2531,8 @@ def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softpl
         N=dstate, BLOCK_D=block_d, P=P, VAR_B=var_b, VAR_C=var_c, HAS_D=D is not None,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
         HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, FAST_MATH=_fast_math(u),
-        WORDS=words, EVEN=L % P == 0 and dim % block_d == 0, SHFL=_THREAD_BWD_SHFL and block_d == 32 and not _interpreting(),
-        num_warps=_THREAD_BWD_WARPS)
+        WORDS=words, EVEN=L % P == 0 and dim % block_d == 0,
+        SHFL=_THREAD_BWD_SHFL and block_d == 32 and not _interpreting(), num_warps=_THREAD_BWD_WARPS)
     return _bwd_outputs(du, ddelta, dA, dB, dC, dD, dz, dbias, dinit, False, var_b, var_c)
 
 
