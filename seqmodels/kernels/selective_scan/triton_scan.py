@@ -1737,7 +1737,7 @@ def _thread_bc_grads(dB_cols, dC_cols, n, dB_ptr, dC_ptr, gb_base, gB2, gc_base,
     constant, summed over the positions into the channel's scratch sums ``s_b`` / ``s_c``.
     ``SHFL`` (one-warp programs, compiled): the variable sums as one reduce-scatter across the
     warp (`_reduce_scatter`), then one atomic add per lane pair, in place of a ``tl.sum`` per
-    value and an atomic add each."""
+    value (5 shuffles and 5 adds each)."""
     if SHFL and (VAR_B or VAR_C):
         tl.static_assert(BLOCK_D == 32 and 32 % (2 * P) == 0, "the reduce-scatter needs one-warp programs")
         if VAR_B and VAR_C:
