@@ -790,7 +790,8 @@ def test_triton_scan_inference_forward_matches_reference_gpu(case: Case, device:
     pytest.param(Case(2, 128, 16, 10000, None, dtype="fp32", b="group", c="const", groups=4, has_init=True),
                  id="real-fp32-group-const-init"),
     pytest.param(Case(1, 200, 16, 30001, None, dtype="fp16", b="var", c="var"), id="real-fp16-ragged"),
-    pytest.param(Case(2, 64, 8, 4096, None, dtype="bf16", b="const", c="var", has_z=False), id="real-bf16-const-B-N8"),
+    pytest.param(Case(2, 64, 8, 4096, None, dtype="bf16", b="const", c="var", has_z=False),
+                 id="real-bf16-const-B-N8"),
 ])
 def test_triton_scan_per_thread_backward_matches_reference_gpu(case: Case, monkeypatch, device: torch.device) -> None:
     """The per-thread backward (_thread_bwd_kernel), forced and compiled: rows split into chunks,

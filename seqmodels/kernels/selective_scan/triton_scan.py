@@ -1740,23 +1740,21 @@ def _thread_bc_grads(dB_cols, dC_cols, n, dB_ptr, dC_ptr, gb_base, gB2, gc_base,
     value (5 shuffles and 5 adds each)."""
     if SHFL and (VAR_B or VAR_C):
         tl.static_assert(BLOCK_D == 32 and 32 % (2 * P) == 0, "the reduce-scatter needs one-warp programs")
+        # the variable columns, dB's first: value i is position i % P of dB (i < P) or dC
+        vals = (dB_cols if VAR_B else ()) + (dC_cols if VAR_C else ())
+        V: tl.constexpr = (VAR_B + VAR_C) * P
+        tot = _reduce_scatter(vals, lane, V)
+        idx = lane // (32 // V)
         if VAR_B and VAR_C:
-            tot = _reduce_scatter(dB_cols + dC_cols, lane, 2 * P)
-            idx = lane // (32 // (2 * P))
             t = t0 + idx % P
             ptr = tl.where(idx < P, dB_ptr + gb_base + n * gB2 + t, dC_ptr + gc_base + n * gC2 + t)
-            first = lane % (32 // (2 * P)) == 0
         elif VAR_B:
-            tot = _reduce_scatter(dB_cols, lane, P)
-            t = t0 + lane // (32 // P)
+            t = t0 + idx
             ptr = dB_ptr + gb_base + n * gB2 + t
-            first = lane % (32 // P) == 0
         else:
-            tot = _reduce_scatter(dC_cols, lane, P)
-            t = t0 + lane // (32 // P)
+            t = t0 + idx
             ptr = dC_ptr + gc_base + n * gC2 + t
-            first = lane % (32 // P) == 0
-        tl.atomic_add(ptr, tot, mask=first & (t < L), sem="relaxed")
+        tl.atomic_add(ptr, tot, mask=(lane % (32 // V) == 0) & (t < L), sem="relaxed")
     else:
         if VAR_B:
             tl.atomic_add(dB_ptr + gb_base + n * gB2 + offs_t, tl.sum(_from_cols(dB_cols), axis=0), mask=offs_t < L,
