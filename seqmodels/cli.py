@@ -128,6 +128,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     # args=None lets LightningCLI read sys.argv itself (and DDP re-launch the same command line)
     SeqModelsCLI(args=None if argv is None else args)
+    _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Destroy the distributed process group once the command has finished on this rank.
+
+    Lightning destroys it at exit only for NCCL. A gloo group left to the interpreter's
+    finalisation can abort the process ("terminate called without an active exception"): its
+    worker threads free tensors after Python has gone. Called only after a normal finish, where
+    every rank has left its last collective; destroying a gloo group is local to the rank.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -163,6 +163,27 @@ def test_ddp_two_cpu_processes(tmp_path):
         assert any(row.get("val/loss") for row in csv.DictReader(f))
 
 
+def test_main_destroys_the_gloo_process_group_it_leaves(tmp_path, monkeypatch):
+    """Lightning destroys a process group at exit only for NCCL; `main` destroys a gloo group
+    itself once the command finishes, so no rank aborts in the interpreter's finalisation."""
+    import torch.distributed as dist
+
+    seen = {}
+
+    def command(args):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        t = torch.ones(3)
+        dist.all_reduce(t)
+        seen["initialized"], seen["sum"] = dist.is_initialized(), t.tolist()
+
+    monkeypatch.setattr("seqmodels.cli.SeqModelsCLI", command)
+    main(["fit"])
+    assert seen == {"initialized": True, "sum": [1.0, 1.0, 1.0]}
+    assert not dist.is_initialized()
+    main(["fit"])  # a second command in the same process can build its group again
+    assert not dist.is_initialized()
+
+
 @pytest.mark.gpu
 def test_gpu_fit_bf16_clips_with_the_fused_adamw(tmp_path):
     """On a GPU under bf16-mixed the tasks use the fused AdamW and clip gradients themselves
