@@ -1745,23 +1745,24 @@ def _thread_bc_grads(dB_cols, dC_cols, n, dB_ptr, dC_ptr, gb_base, gB2, gc_base,
         V: tl.constexpr = (VAR_B + VAR_C) * P
         tot = _reduce_scatter(vals, lane, V)
         idx = lane // (32 // V)
+        # state index n's gradient rows, formed after the reduce (earlier, the compiler schedules
+        # the kernel differently)
+        row_b = dB_ptr + gb_base + n * gB2
+        row_c = dC_ptr + gc_base + n * gC2
         if VAR_B and VAR_C:
             t = t0 + idx % P
-            ptr = tl.where(idx < P, dB_ptr + gb_base + n * gB2 + t, dC_ptr + gc_base + n * gC2 + t)
-        elif VAR_B:
-            t = t0 + idx
-            ptr = dB_ptr + gb_base + n * gB2 + t
+            ptr = tl.where(idx < P, row_b + t, row_c + t)
         else:
             t = t0 + idx
-            ptr = dC_ptr + gc_base + n * gC2 + t
+            ptr = (row_b if VAR_B else row_c) + t
         tl.atomic_add(ptr, tot, mask=(lane % (32 // V) == 0) & (t < L), sem="relaxed")
     else:
+        row_b = dB_ptr + gb_base + n * gB2
+        row_c = dC_ptr + gc_base + n * gC2
         if VAR_B:
-            tl.atomic_add(dB_ptr + gb_base + n * gB2 + offs_t, tl.sum(_from_cols(dB_cols), axis=0), mask=offs_t < L,
-                          sem="relaxed")
+            tl.atomic_add(row_b + offs_t, tl.sum(_from_cols(dB_cols), axis=0), mask=offs_t < L, sem="relaxed")
         if VAR_C:
-            tl.atomic_add(dC_ptr + gc_base + n * gC2 + offs_t, tl.sum(_from_cols(dC_cols), axis=0), mask=offs_t < L,
-                          sem="relaxed")
+            tl.atomic_add(row_c + offs_t, tl.sum(_from_cols(dC_cols), axis=0), mask=offs_t < L, sem="relaxed")
     if not VAR_B:
         tl.store(s_b + n * BLOCK_D, tl.load(s_b + n * BLOCK_D) + tl.sum(_from_cols(dB_cols), axis=1))
     if not VAR_C:
