@@ -292,6 +292,24 @@ def test_triton_scan_per_thread_backward_matches_reference(case: Case, monkeypat
     assert bool(spy.launches) == whole_groups
 
 
+@pytest.mark.parametrize("split", [2, 4])
+def test_triton_scan_per_thread_backward_fine_adjoints(split, monkeypatch, device: torch.device) -> None:
+    """The per-thread backward with its chunk adjoints over chunks ``split`` times finer than its
+    own (the reverse carry runs over the fine ones; the backward reads every split-th), on a bf16
+    row with an initial state, a gradient of last_state and a ragged last chunk."""
+    from seqmodels.kernels.selective_scan import triton_scan as ts
+
+    case = Case(2, 64, 12, 75, 32, dtype="bf16", has_init=True)
+    monkeypatch.setattr(ts, "_THREAD_ADJ_SPLIT", split)
+    spy = _LaunchSpy(ts._thread_bwd_kernel)
+    monkeypatch.setattr(ts, "_thread_bwd_kernel", spy)
+    fine = []
+    real = ts._chunk_adjoints_per_thread
+    monkeypatch.setattr(ts, "_chunk_adjoints_per_thread", lambda *a: fine.append(a[-1]) or real(*a))
+    check_case(case, device)
+    assert spy.launches and fine == [case.chunk // split]
+
+
 def test_triton_scan_per_thread_backward_rule(monkeypatch) -> None:
     """The per-thread backward runs for real scans with at most 16 states whose programs'
     channels share their group of B and C: with 16-bit inputs by default, with fp32 ones when
