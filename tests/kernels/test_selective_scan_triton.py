@@ -825,6 +825,20 @@ def test_triton_scan_per_thread_backward_matches_reference_gpu(case: Case, monke
 
 
 @pytest.mark.gpu
+def test_triton_scan_per_thread_backward_fine_adjoints_gpu(monkeypatch, device: torch.device) -> None:
+    """The launcher's own finer chunk adjoints (`_THREAD_ADJ_FINE`), compiled: a backward over
+    chunks of 2,048 positions takes its adjoints over chunks of 1,024 and reads every second."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    case = Case(1, 256, 16, 65536, 2048, dtype="bf16", has_init=True)
+    fine = []
+    real = triton_scan._chunk_adjoints_per_thread
+    monkeypatch.setattr(triton_scan, "_chunk_adjoints_per_thread", lambda *a: fine.append(a[-1]) or real(*a))
+    check_case(case, device)
+    assert fine == [1024]
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("case, words, even", [
     pytest.param(Case(1, 256, 16, 65536, None, dtype="bf16", b="var", c="var"), True, True, id="real-bf16-64k"),
     pytest.param(Case(2, 128, 16, 10000, None, dtype="fp32", b="group", c="const", groups=4, has_init=True),
