@@ -144,7 +144,8 @@ def _carry_kernel(
 ):
     """Pass 2: the carry entering each chunk, out[k] = P_{k-1} out[k-1] + S_{k-1}, out[0] = init,
     with P_k = exp(A T_k). REVERSE runs the adjoint version: out[k] = conj(P_{k+1}) out[k+1] +
-    S_{k+1}, out[K-1] = init. ``init`` is ``[B, D, N, NC]``; S and out are ``[B, D, K, N, NC]``."""
+    S_{k+1}, out[K-1] = init. ``init`` is ``[B, D, N, NC]``; S and out are ``[B, D, K, N, NC]``.
+    ``STAGES``: chunks whose S and T are loaded ahead of the carry (see _CARRY_STAGES)."""
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1)
     NC: tl.constexpr = 2 if IS_COMPLEX else 1
