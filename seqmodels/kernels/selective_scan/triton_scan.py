@@ -2343,11 +2343,7 @@ def _fwd(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initial_state, p
             SOFTPLUS=delta_softplus, BLOCK_N=bn, BLOCK_T=plan.bt, TILES=plan.tpc, num_warps=1,
         )
         hin = torch.empty_like(S)
-        _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
-            S, dtsum, A_r, init, hin, dim, K, dstate,
-            IS_COMPLEX=is_complex, REVERSE=False, HAS_INIT=init is not None,
-            BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=bn, STAGES=_CARRY_STAGES, num_warps=2,
-        )
+        _carry(S, dtsum, A_r, init, hin, bn, is_complex, reverse=False)
     elif init is not None:
         hin = init.view(batch, dim, 1, dstate, nc)
     write_states = want_states and plan.n_tiles > 1
@@ -2422,9 +2418,7 @@ def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initi
         # the last chunk's end state is never carried: K - 1 programs along the rows
         launch(K - 1, None, S, dtsum, HAS_HIN=False, WRITE_LAST=False, STATE_ONLY=True, WRITE_STATES=False)
         hin = torch.empty_like(S)
-        _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
-            S, dtsum, A, init, hin, dim, K, dstate, IS_COMPLEX=False, REVERSE=False, HAS_INIT=init is not None,
-            BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=_next_pow2(dstate), STAGES=_CARRY_STAGES, num_warps=2)
+        _carry(S, dtsum, A, init, hin, _next_pow2(dstate), False, reverse=False)
     launch(K, hin, None, None, HAS_HIN=hin is not None, WRITE_LAST=want_last, STATE_ONLY=False,
            WRITE_STATES=write_states)
     return y, last, hsave
@@ -2470,10 +2464,8 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
         F = min(C, _thread_chunk(batch, dim, L, 16 // u.element_size(), None, dev))
         if _THREAD_ADJ_SPLIT:
             F = max(1, C // _THREAD_ADJ_SPLIT)
-        cin = _chunk_adjoints_per_thread(u, delta, delta_bias, A_r, Cp, z, dout, dlast_r, delta_softplus, F)
-        if C // F > 1:  # chunk k ends where fine chunk (k + 1) C / F - 1 does (the last one: at L)
-            ends = torch.arange(1, K + 1, device=dev) * (C // F) - 1
-            cin = cin.index_select(2, ends.clamp_(max=cin.shape[2] - 1))
+        cin = _every_mth(_chunk_adjoints_per_thread(u, delta, delta_bias, A_r, Cp, z, dout, dlast_r, delta_softplus,
+                                                    F), C // F, K)
     elif K > 1:
         E = torch.empty(batch, dim, K, dstate, nc, **f32)
         dtsum = torch.empty(batch, dim, K, **f32)
@@ -2484,11 +2476,7 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
             SOFTPLUS=delta_softplus, BLOCK_N=bn, BLOCK_T=plan.bt, TILES=plan.tpc, num_warps=1,
         )
         cin = torch.empty_like(E)
-        _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
-            E, dtsum, A_r, dlast_r, cin, dim, K, dstate,
-            IS_COMPLEX=is_complex, REVERSE=True, HAS_INIT=dlast_r is not None,
-            BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=bn, STAGES=_CARRY_STAGES, num_warps=2,
-        )
+        _carry(E, dtsum, A_r, dlast_r, cin, bn, is_complex, reverse=True)
     elif dlast_r is not None:
         cin = dlast_r.view(batch, dim, 1, dstate, nc)
 
@@ -2560,10 +2548,8 @@ def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softpl
         m = _THREAD_ADJ_SPLIT or max(1, min(_THREAD_ADJ_FINE, chunk // max(P, _THREAD_MIN_CHUNK)))
         if chunk % (m * P):
             m = 1
-        cin = _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delta_softplus, chunk // m)
-        if m > 1:  # chunk k ends where fine chunk (k + 1) m - 1 does (the last one: at L)
-            ends = torch.arange(1, K + 1, device=dev) * m - 1
-            cin = cin.index_select(2, ends.clamp_(max=cin.shape[2] - 1))
+        cin = _every_mth(_chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delta_softplus,
+                                                    chunk // m), m, K)
     else:
         cin = None if dlast is None else dlast.view(batch, dim, 1, dstate, 1)
     block_d = 32 * _THREAD_BWD_WARPS
@@ -2610,10 +2596,26 @@ def _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delt
         SOFTPLUS=delta_softplus, FAST_MATH=_fast_math(u), WORDS=words, EVEN=L % P == 0 and dim % block_d == 0,
         num_warps=_THREAD_WARPS)
     cin = torch.empty_like(E)
-    _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
-        E, dtsum, A, dlast, cin, dim, K_f, dstate, IS_COMPLEX=False, REVERSE=True, HAS_INIT=dlast is not None,
-        BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=_next_pow2(dstate), STAGES=_CARRY_STAGES, num_warps=2)
+    _carry(E, dtsum, A, dlast, cin, _next_pow2(dstate), False, reverse=True)
     return cin
+
+
+def _carry(S: Tensor, dtsum: Tensor, A: Tensor, init: Tensor | None, out: Tensor, block_n: int, is_complex: bool,
+           reverse: bool) -> None:
+    """`_carry_kernel` over the chunks of ``S`` ``[B, D, K, N, NC]`` into ``out``."""
+    batch, dim, n_chunks, dstate = S.shape[:4]
+    _carry_kernel[(_cdiv(dim, _CARRY_BLOCK_D), batch)](
+        S, dtsum, A, init, out, dim, n_chunks, dstate, IS_COMPLEX=is_complex, REVERSE=reverse,
+        HAS_INIT=init is not None, BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=block_n, STAGES=_CARRY_STAGES, num_warps=2)
+
+
+def _every_mth(cin: Tensor, m: int, K: int) -> Tensor:
+    """The adjoints entering K chunks of m fine chunks each, from those entering the fine ones:
+    chunk k ends where fine chunk (k + 1) m - 1 does (the last one: at L)."""
+    if m == 1:
+        return cin
+    ends = torch.arange(1, K + 1, device=cin.device) * m - 1
+    return cin.index_select(2, ends.clamp_(max=cin.shape[2] - 1))
 
 
 def _grad_like(buf: Tensor, like: Tensor, is_complex: bool) -> Tensor:
