@@ -333,6 +333,21 @@ def test_triton_scan_per_thread_backward_rule(monkeypatch) -> None:
     assert not ts._bwd_per_thread(False, u, 17, var, var)
 
 
+def test_thread_chunks_fit_the_grid() -> None:
+    """The one-channel-per-thread kernels' grid is (channel blocks, chunks, batch): a given chunk
+    length is doubled until the chunks fit the grid's second axis (65,535, halved for the
+    backward's finer chunk adjoints), and stays a multiple of what it was."""
+    from seqmodels.kernels.selective_scan import triton_scan as ts
+
+    cpu = torch.device("cpu")
+    assert ts._thread_chunk(1, 256, 2**20, 8, 64, cpu) == 64
+    chunk = ts._thread_chunk(1, 256, 2**26, 8, 64, cpu)
+    assert chunk % 64 == 0 and ts._cdiv(2**26, chunk) <= ts._MAX_CHUNKS < ts._cdiv(2**26, chunk // 2)
+    assert ts._thread_grid(512, 8, 2) == (8, 512, 2)
+    with pytest.raises(AssertionError):
+        ts._thread_grid(70000, 8, 1)
+
+
 def test_triton_scan_two_pass_rule(monkeypatch) -> None:
     """The launcher takes the two-pass forward for real scans with 16-bit inputs, forward alone,
     one chunk per row; True / False force it either way."""
@@ -485,7 +500,7 @@ def test_triton_scan_per_thread_rule(monkeypatch) -> None:
 
     cpu = torch.device("cpu")
     assert ts._thread_chunk(1, 256, 1 << 20, 8, 64, cpu) == 64
-    assert ts._thread_chunk(1, 256, 1 << 20, 8, 2, cpu) == 8
+    assert ts._thread_chunk(1, 256, 1 << 16, 8, 2, cpu) == 8
     assert ts._thread_chunk(1, 256, 1000, 8, None, cpu) == 1024  # no SMs (the interpreter): one chunk
     monkeypatch.setattr(ts, "_sm_count", lambda dev: 132)
     # 1 x 256 channels: 8 warps, so 396 chunks for 24 warps per SM, 512 in powers of two

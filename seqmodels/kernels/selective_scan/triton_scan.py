@@ -667,8 +667,15 @@ def _gated_dout(dout_ptr, z_ptr, io, mask_t, z_row, HAS_Z: tl.constexpr):
     """A backward tile's output gradient and gate, fp32: (dout, z, sigmoid(z), dy = dout silu(z));
     without a gate z and sigmoid(z) are placeholders (unused) and dy = dout."""
     dout = tl.load(dout_ptr + io, mask=mask_t, other=0.0).to(tl.float32)
+    zl = tl.load(z_ptr + z_row + io, mask=mask_t, other=0.0) if HAS_Z else None
+    return _gated_from(dout, zl, HAS_Z)
+
+
+@triton.jit
+def _gated_from(dout, zl, HAS_Z: tl.constexpr):
+    """`_gated_dout` from dout (fp32) and z as loaded (None without a gate)."""
     if HAS_Z:
-        z = tl.load(z_ptr + z_row + io, mask=mask_t, other=0.0).to(tl.float32)
+        z = zl.to(tl.float32)
         sig = tl.sigmoid(z)
         dy = dout * z * sig
     else:
@@ -1465,10 +1472,13 @@ def _bc_unpack(raw, VAR: tl.constexpr, P: tl.constexpr, WORDS: tl.constexpr):
 @triton.jit
 def _thread_program(dim, L, BLOCK_D: tl.constexpr, P: tl.constexpr):
     """The program of a one-channel-per-thread kernel: (chunk k, batch row, channels, their mask,
-    P position offsets, channel ids, row offsets into ``[B, D, L]``, batch row as int64)."""
-    k = tl.program_id(0)
+    P position offsets, channel ids, row offsets into ``[B, D, L]``, batch row as int64). The
+    grid is (channel blocks, chunks, batch): the programs of one chunk run side by side, so the
+    rows of B and C (and, in the backward, the lines of dB and dC the atomic adds go to) they
+    share are fetched into L2 once (see `_thread_grid`)."""
+    k = tl.program_id(1)
     pid_b = tl.program_id(2)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     chan = (pid_b * dim + offs_d).to(tl.int64)
     return k, pid_b, offs_d, offs_d < dim, tl.arange(0, P), chan, chan * L, pid_b.to(tl.int64)
 
@@ -1478,7 +1488,14 @@ def _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.c
                FAST_MATH: tl.constexpr, EVEN: tl.constexpr):
     """(dt, raw) as fp32 ``[BLOCK_D, P]``: raw = delta (+ bias), dt = raw (-> softplus), 0 past L
     (so that a = 1)."""
-    raw = _load_in(delta_ptr + io, mask, EVEN).to(tl.float32)
+    return _dt_from(_load_in(delta_ptr + io, mask, EVEN).to(tl.float32), mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH,
+                    EVEN)
+
+
+@triton.jit
+def _dt_from(raw, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr,
+             EVEN: tl.constexpr):
+    """`_thread_dt` from delta as loaded, in fp32."""
     if HAS_BIAS:
         raw += bias[:, None]
     dt = raw
@@ -1507,7 +1524,7 @@ def _thread_fwd_kernel(
     WORDS: tl.constexpr, EVEN: tl.constexpr, WRITE_STATES: tl.constexpr,
 ):
     """The forward of a real scan with one channel per thread: BLOCK_D channels of batch
-    row ``program_id(2)``, chunk ``program_id(0)``. A thread keeps its channel's N states in
+    row ``program_id(2)``, chunk ``program_id(1)``. A thread keeps its channel's N states in
     registers and walks the chunk's positions one after another, P at a time (one 16-byte load
     of u, delta and z per P positions): per state element one exponential and four multiplies
     or multiply-adds; no shuffles and no reduction across threads (y sums the N states inside
@@ -1665,9 +1682,28 @@ def _thread_bwd_inputs(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, bias, z_row,
                        SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, FAST_MATH: tl.constexpr, EVEN: tl.constexpr):
     """A per-thread backward's per-position inputs on ``[BLOCK_D, P]``, fp32: (u, raw delta (+
     bias), dt (0 past L: a = 1, no input), dout, z, sigmoid(z), dy) as `_gated_dout` gives them."""
-    u = _load_in(u_ptr + io, mask, EVEN).to(tl.float32)
-    dt, raw = _thread_dt(delta_ptr, io, mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)
-    dout, zt, sig, dy = _gated_dout(dout_ptr, z_ptr, io, mask, z_row, HAS_Z)
+    return _thread_bwd_convert(_thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, z_row, HAS_Z, EVEN),
+                               mask, bias, HAS_BIAS, SOFTPLUS, HAS_Z, FAST_MATH, EVEN)
+
+
+@triton.jit
+def _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, z_row, HAS_Z: tl.constexpr, EVEN: tl.constexpr):
+    """`_thread_bwd_inputs`'s loads, as loaded: (u, delta, dout, z), without z when there is no
+    gate (the tuple is carried through a loop, which a None cannot be)."""
+    raws = (_load_in(u_ptr + io, mask, EVEN), _load_in(delta_ptr + io, mask, EVEN),
+            tl.load(dout_ptr + io, mask=mask, other=0.0))
+    if HAS_Z:
+        raws = raws + (tl.load(z_ptr + z_row + io, mask=mask, other=0.0),)
+    return raws
+
+
+@triton.jit
+def _thread_bwd_convert(raws, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr,
+                        FAST_MATH: tl.constexpr, EVEN: tl.constexpr):
+    """`_thread_bwd_inputs` from its loads (`_thread_bwd_raw`)."""
+    u = raws[0].to(tl.float32)
+    dt, raw = _dt_from(raws[1].to(tl.float32), mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)
+    dout, zt, sig, dy = _gated_from(raws[2].to(tl.float32), raws[3] if HAS_Z else None, HAS_Z)
     return u, raw, dt, dout, zt, sig, dy
 
 
@@ -1707,6 +1743,26 @@ def _thread_bwd_state(h, g_next, dA, A_n, b_cols, c_cols, dt_cols, dtu_cols, dy_
         gAws_n = (gAws[j] + A_n * gw,) + gAws_n
         g_next = a_s[j] * g
     return g_next, dA, ys, gBs_n, gAws_n, dB_cols, dC_cols
+
+
+@triton.jit
+def _thread_bwd_loads(s_h, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base, offs_d, mask_d, n, sB2, sC2, t0, L, Lw,
+                      N: tl.constexpr, BLOCK_D: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr,
+                      P: tl.constexpr, WORDS: tl.constexpr, EVEN: tl.constexpr):
+    """What state index n of a per-thread backward's P positions reads: (the state entering
+    them, the adjoint and the dA sum carried from the positions after them, A[:, n], the rows of B
+    and C as loaded). `_thread_bwd_kernel` asks for them two indices ahead. The adjoint and dA
+    sums, read again at the next P positions, are loaded to be evicted last: measured on an H100,
+    whole backward, GPU time, ms, one index ahead without -> with that policy -> two indices
+    ahead: (1, 256, 16, 2^20) bf16 16.93 -> 15.95 -> 15.79-15.88 (its main kernel 14.83 -> 13.64
+    -> 13.45-13.56), (8, 1536, 16, 16384) 10.97 -> 10.64 -> 10.36."""
+    h = tl.load(s_h + n * BLOCK_D)
+    g = tl.load(s_g + n * BLOCK_D, eviction_policy="evict_last")
+    dA = tl.load(s_a + n * BLOCK_D, eviction_policy="evict_last")
+    A_n = tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0)
+    raw_b = _bc_next(B_ptr, b_base, n, sB2, t0, mask_d, L, Lw, VAR_B, P, WORDS, EVEN)
+    raw_c = _bc_next(C_ptr, c_base, n, sC2, t0, mask_d, L, Lw, VAR_C, P, WORDS, EVEN)
+    return h, g, dA, A_n, raw_b, raw_c
 
 
 @triton.jit
@@ -1817,7 +1873,7 @@ def _thread_bwd_kernel(
     WRITE_Y: tl.constexpr, FAST_MATH: tl.constexpr, WORDS: tl.constexpr, EVEN: tl.constexpr, SHFL: tl.constexpr,
 ):
     """The backward of a real scan with one channel per thread (as `_thread_fwd_kernel`):
-    BLOCK_D channels of batch row ``program_id(2)``, chunk ``program_id(0)``, its tiles from
+    BLOCK_D channels of batch row ``program_id(2)``, chunk ``program_id(1)``, its tiles from
     last to first. Per tile, a first walk from the saved state writes the state entering every P
     positions to the program's scratch; then per P positions, last first, and per state index (a
     runtime loop, `_thread_bwd_state`): h forward from its scratch state, the adjoint backward,
@@ -1830,12 +1886,12 @@ def _thread_bwd_kernel(
     b_base = _bc_base(pid_b, offs_d, sB0, sB1, group_b, VAR_B)
     c_base = _bc_base(pid_b, offs_d, sC0, sC1, group_c, VAR_C)
     # variable B / C: a program's channels share one group (see _bwd_per_thread)
-    d0 = tl.program_id(1) * BLOCK_D
+    d0 = tl.program_id(0) * BLOCK_D
     gb_base = pb * gB0 + (d0 // group_b).to(tl.int64) * gB1
     gc_base = pb * gC0 + (d0 // group_c).to(tl.int64) * gC1
     lanes = tl.arange(0, BLOCK_D)
     lane = _lane_id(lanes) if SHFL else lanes
-    prog = (pid_b * tl.num_programs(1) + tl.program_id(1)).to(tl.int64) * n_chunks + k
+    prog = (pid_b * tl.num_programs(0) + tl.program_id(0)).to(tl.int64) * n_chunks + k
     # scratch per program: [tile / P, N, BLOCK_D] states, then [N, BLOCK_D] each of the adjoint,
     # dA and (constant B / C) dB and dC sums
     s_h = scratch_ptr + prog * (tile // P + 4) * (N * BLOCK_D) + lanes
@@ -1894,16 +1950,23 @@ def _thread_bwd_kernel(
                         h = tl.exp2(dt_cols[j] * As[n]) * h + dtu_cols[j] * b_cols[j]
                     new_hs = new_hs + (h,)
                 hs = new_hs
-        # the tile's positions, P at a time, last first
+        # the tile's positions, P at a time, last first; each P positions' inputs are loaded
+        # while the P positions after them are worked on
+        t_n = t_begin + (n_blk - 1) * P + offs_p
+        nx_in = _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, row[:, None] + t_n[None, :],
+                                mask_d[:, None] & (t_n < L)[None, :], pb * z_extra, HAS_Z, EVEN)
         for bj in range(0, n_blk):
             bi = n_blk - 1 - bj
             t0 = t_begin + bi * P
             offs_t = t0 + offs_p
             mask = mask_d[:, None] & (offs_t < L)[None, :]
             io = row[:, None] + offs_t[None, :]
-            u, raw, dt, dout, zt, sig, dy = _thread_bwd_inputs(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, bias,
-                                                               pb * z_extra, HAS_BIAS, SOFTPLUS, HAS_Z,
-                                                               FAST_MATH, EVEN)
+            raws = nx_in
+            t_n = t_begin + tl.maximum(bi - 1, 0) * P + offs_p  # the first P load themselves (unused)
+            nx_in = _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, row[:, None] + t_n[None, :],
+                                    mask_d[:, None] & (t_n < L)[None, :], pb * z_extra, HAS_Z, EVEN)
+            u, raw, dt, dout, zt, sig, dy = _thread_bwd_convert(raws, mask, bias, HAS_BIAS, SOFTPLUS, HAS_Z,
+                                                                FAST_MATH, EVEN)
             dt_cols = _cols(dt)
             dtu_cols = _cols(dt * u)
             dy_cols = _cols(dy)
@@ -1911,32 +1974,20 @@ def _thread_bwd_kernel(
             ys = _cols(tl.zeros([BLOCK_D, P], dtype=tl.float32))
             gBs = ys
             gAws = ys
-            # one state index at a time: its scratch values and A are loaded one index ahead
-            nx_h = tl.load(s_h + (bi * N) * BLOCK_D)
-            nx_g = tl.load(s_g)
-            nx_a = tl.load(s_a)
-            nx_A = tl.load(A_ptr + offs_d * N, mask=mask_d, other=0.0)
-            # the rows of B and C load one state index ahead too, instead of at the top of its step.
-            # H100, whole backward, GPU time, ms, before -> after (same run): (1, 256, 16, 2^20)
-            # bf16 18.07-18.14 -> 16.95-16.97 (this kernel 15.8 -> 14.6), (8, 1536, 16, 16384)
-            # 11.53 -> 11.00, (8, 1536, 16, 4096) 2.92 -> 2.85, (64, 512, 16, 1024) 1.78 -> 1.65;
-            # 243 -> 246 registers, no spills
-            nx_b = _bc_next(B_ptr, b_base, 0, sB2, t0, mask_d, L, Lw, VAR_B, P, WORDS, EVEN)
-            nx_c = _bc_next(C_ptr, c_base, 0, sC2, t0, mask_d, L, Lw, VAR_C, P, WORDS, EVEN)
+            # one state index at a time; what each index reads (its scratch values, A, the rows of
+            # B and C) is loaded two indices ahead (see _thread_bwd_loads)
+            nx = _thread_bwd_loads(s_h + (bi * N) * BLOCK_D, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base, offs_d,
+                                   mask_d, 0, sB2, sC2, t0, L, Lw, N, BLOCK_D, VAR_B, VAR_C, P, WORDS, EVEN)
+            n2 = _thread_bwd_loads(s_h + (bi * N) * BLOCK_D, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base, offs_d,
+                                   mask_d, 1 if N > 1 else 0, sB2, sC2, t0, L, Lw, N, BLOCK_D, VAR_B, VAR_C, P,
+                                   WORDS, EVEN)
             for m in range(0, N):
-                h = nx_h
-                g_next = nx_g
-                dA = nx_a
-                A_n = nx_A * LOG2E
-                m1 = tl.minimum(m + 1, N - 1)  # the last index loads what it has (unused)
-                nx_h = tl.load(s_h + (bi * N + m1) * BLOCK_D)
-                nx_g = tl.load(s_g + m1 * BLOCK_D)
-                nx_a = tl.load(s_a + m1 * BLOCK_D)
-                nx_A = tl.load(A_ptr + offs_d * N + m1, mask=mask_d, other=0.0)
-                raw_b = nx_b
-                raw_c = nx_c
-                nx_b = _bc_next(B_ptr, b_base, m1, sB2, t0, mask_d, L, Lw, VAR_B, P, WORDS, EVEN)
-                nx_c = _bc_next(C_ptr, c_base, m1, sC2, t0, mask_d, L, Lw, VAR_C, P, WORDS, EVEN)
+                h, g_next, dA, A_n, raw_b, raw_c = nx
+                A_n = A_n * LOG2E
+                nx = n2
+                n2 = _thread_bwd_loads(s_h + (bi * N) * BLOCK_D, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base,
+                                       offs_d, mask_d, tl.minimum(m + 2, N - 1), sB2, sC2, t0, L, Lw, N, BLOCK_D,
+                                       VAR_B, VAR_C, P, WORDS, EVEN)  # the last two load what they have (unused)
                 b_cols = _bc_unpack(raw_b, VAR_B, P, WORDS)
                 c_cols = _bc_unpack(raw_c, VAR_C, P, WORDS)
                 g_next, dA, ys, gBs, gAws, dB_cols, dC_cols = _thread_bwd_state(
@@ -2055,6 +2106,9 @@ _THREAD_ONE_CHUNK = 6
 _THREAD_PER_SM = 24
 _THREAD_MIN_CHUNK = 256
 _THREAD_MAX_N = 16
+# Chunks per row of the one-channel-per-thread kernels: the grid's second axis holds at most
+# 65,535, and the backward's chunk adjoints run over chunks up to _THREAD_ADJ_FINE times finer.
+_MAX_CHUNKS = 65535 // 2
 _THREAD_WORDS = True
 # The backward of chunked rows starts from the adjoint entering each chunk's end. For real scans
 # with 16-bit inputs and at most _THREAD_MAX_N states its first pass (each chunk's own part, E_k)
@@ -2121,13 +2175,29 @@ def _thread_rows(rows, words: bool) -> list:
     return out
 
 
+def _thread_grid(chunks: int, dblocks: int, batch: int) -> tuple:
+    """The grid of a one-channel-per-thread kernel (see `_thread_program`): channel blocks first.
+    Measured on an H100 against chunks first, GPU time, ms, (1, 256, 16, 2^20) bf16 (8 channel
+    blocks, 512 chunks): backward 15.79 -> 14.46 (its main kernel 13.51 -> 12.25, the chunk
+    adjoints 2.04 -> 1.97), forward 4.29 -> 4.19; (8, 1536, 16, 16384) and (8, 1536, 16, 4096)
+    within 1%. (A flat grid of chunks x channel blocks, which has no limit on chunks, made the
+    forwards slower: (64, 512, 16, 1024) 0.32 -> 0.51 ms, 2^20 4.16 -> 4.46.) `_thread_chunk`
+    keeps the chunks within the grid's second axis (_MAX_CHUNKS)."""
+    assert chunks <= 65535 and batch <= 65535, (chunks, batch)
+    return (dblocks, chunks, batch)
+
+
 def _thread_chunk(batch: int, dim: int, L: int, P: int, chunk_len: int | None, dev: torch.device) -> int:
     """Positions per chunk of the one-channel-per-thread forward: ``chunk_len`` when given (at
     least P); else the whole row (rounded up to a power of two) when the grid has
     _THREAD_ONE_CHUNK warps per SM with it, or halved from there while it has fewer than
-    _THREAD_PER_SM."""
+    _THREAD_PER_SM. At most _MAX_CHUNKS chunks per row (a given ``chunk_len`` is doubled until
+    then)."""
     if chunk_len is not None:
-        return max(chunk_len, P)
+        chunk = max(chunk_len, P)
+        while _cdiv(L, chunk) > _MAX_CHUNKS:  # doubled: still a multiple of the tiles it was one of
+            chunk *= 2
+        return chunk
     warps = batch * _cdiv(dim, 32 * _THREAD_WARPS) * _THREAD_WARPS
     sms = _sm_count(dev)
     chunk = max(P, _next_pow2(L))
@@ -2406,7 +2476,7 @@ def _fwd_per_thread(u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, initi
     (Bt, sB3), (Ct, sC3) = _thread_rows((Bp, Cp), meta["WORDS"])
 
     def launch(n_programs, hin, S, dtsum, **flags):
-        _thread_fwd_kernel[(n_programs, _cdiv(dim, block_d), batch)](
+        _thread_fwd_kernel[_thread_grid(n_programs, _cdiv(dim, block_d), batch)](
             u, delta, delta_bias, A, Bt, Ct, D, z, hin, y, last, S, dtsum, hsave if write_states else None,
             dim, L, L // 2, K, chunk, dim // gb, dim // gc, _extra(z), plan.bt, plan.n_tiles, *sB3, *sC3, **flags,
             **meta)
@@ -2562,7 +2632,7 @@ def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softpl
                           dtype=torch.float32)
     words = _bf16_words((Bp, Cp), L, P)
     (Bw, sB3), (Cw, sC3) = _thread_rows((Bp, Cp), words)
-    _thread_bwd_kernel[(K, n_dblk, batch)](
+    _thread_bwd_kernel[_thread_grid(K, n_dblk, batch)](
         u, delta, delta_bias, A, Bw, Cw, D, z, dout, hsave, cin, scratch,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dinit, y_out,
         dim, L, L // 2, K, chunk, plan.bt, plan.n_tiles, dim // gb, dim // gc, n_slots, _extra(z), _extra(dz),
@@ -2590,7 +2660,7 @@ def _chunk_adjoints_per_thread(u, delta, delta_bias, A, Cp, z, dout, dlast, delt
     ((Ct, sC3),) = _thread_rows((Cp,), words)
     E = torch.empty(batch, dim, K_f, dstate, 1, device=dev, dtype=torch.float32)
     dtsum = torch.empty(batch, dim, K_f, device=dev, dtype=torch.float32)
-    _thread_adjoint_kernel[(K_f, _cdiv(dim, block_d), batch)](
+    _thread_adjoint_kernel[_thread_grid(K_f, _cdiv(dim, block_d), batch)](
         delta, delta_bias, A, Ct, z, dout, E, dtsum, dim, L, L // 2, K_f, F, dim // gc, _extra(z), *sC3,
         N=dstate, BLOCK_D=block_d, P=P, VAR_C=var_c, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, FAST_MATH=_fast_math(u), WORDS=words, EVEN=L % P == 0 and dim % block_d == 0,
