@@ -250,6 +250,22 @@ def test_triton_scan_per_thread_chunk_adjoints_match_reference(case: Case, split
     assert calls
 
 
+def test_triton_scan_tile_backward_chunk_adjoints_past_the_grid(monkeypatch, device: torch.device) -> None:
+    """The tile backward's chunk adjoints take the tile kernel, not the one-channel-per-thread one,
+    where the per-thread kernel's grid could not hold their chunks (its limit lowered here to 2),
+    and still match."""
+    from seqmodels.kernels.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "_BWD_PER_THREAD", False)
+    monkeypatch.setattr(triton_scan, "_FWD_PER_THREAD", False)
+    monkeypatch.setattr(triton_scan, "_GRID_Y", 2)
+    calls = []
+    real = triton_scan._chunk_adjoints_per_thread
+    monkeypatch.setattr(triton_scan, "_chunk_adjoints_per_thread", lambda *a: calls.append(1) or real(*a))
+    check_case(Case(1, 32, 4, 48, 16, dtype="bf16", has_init=True), device)
+    assert not calls
+
+
 def test_triton_scan_per_thread_adjoint_rule(monkeypatch) -> None:
     """Chunk adjoints with one channel per thread: real scans with 16-bit inputs and at most 16
     states; True forces every real scan, False none."""

@@ -1678,18 +1678,14 @@ def _thread_adjoint_kernel(
 
 
 @triton.jit
-def _thread_bwd_inputs(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, bias, z_row, HAS_BIAS: tl.constexpr,
-                       SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, FAST_MATH: tl.constexpr, EVEN: tl.constexpr):
-    """A per-thread backward's per-position inputs on ``[BLOCK_D, P]``, fp32: (u, raw delta (+
-    bias), dt (0 past L: a = 1, no input), dout, z, sigmoid(z), dy) as `_gated_dout` gives them."""
-    return _thread_bwd_convert(_thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, z_row, HAS_Z, EVEN),
-                               mask, bias, HAS_BIAS, SOFTPLUS, HAS_Z, FAST_MATH, EVEN)
-
-
-@triton.jit
-def _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, z_row, HAS_Z: tl.constexpr, EVEN: tl.constexpr):
-    """`_thread_bwd_inputs`'s loads, as loaded: (u, delta, dout, z), without z when there is no
-    gate (the tuple is carried through a loop, which a None cannot be)."""
+def _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, row, t0, offs_p, mask_d, L, z_row, HAS_Z: tl.constexpr,
+                    EVEN: tl.constexpr):
+    """A per-thread backward's per-position inputs at positions t0 .. t0 + P - 1 (``offs_p``) of
+    rows ``row``, as loaded (`_thread_bwd_convert` makes them fp32): (u, delta, dout, z), without z
+    when there is no gate (the tuple is carried through a loop, which a None cannot be)."""
+    offs_t = t0 + offs_p
+    io = row[:, None] + offs_t[None, :]
+    mask = mask_d[:, None] & (offs_t < L)[None, :]
     raws = (_load_in(u_ptr + io, mask, EVEN), _load_in(delta_ptr + io, mask, EVEN),
             tl.load(dout_ptr + io, mask=mask, other=0.0))
     if HAS_Z:
@@ -1700,7 +1696,9 @@ def _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, io, mask, z_row, HAS_Z: t
 @triton.jit
 def _thread_bwd_convert(raws, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr,
                         FAST_MATH: tl.constexpr, EVEN: tl.constexpr):
-    """`_thread_bwd_inputs` from its loads (`_thread_bwd_raw`)."""
+    """A per-thread backward's per-position inputs on ``[BLOCK_D, P]`` from `_thread_bwd_raw`'s
+    loads, fp32: (u, raw delta (+ bias), dt (0 past L: a = 1, no input), dout, z, sigmoid(z), dy)
+    as `_gated_dout` gives them."""
     u = raws[0].to(tl.float32)
     dt, raw = _dt_from(raws[1].to(tl.float32), mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH, EVEN)
     dout, zt, sig, dy = _gated_from(raws[2].to(tl.float32), raws[3] if HAS_Z else None, HAS_Z)
@@ -1952,9 +1950,8 @@ def _thread_bwd_kernel(
                 hs = new_hs
         # the tile's positions, P at a time, last first; each P positions' inputs are loaded
         # while the P positions after them are worked on
-        t_n = t_begin + (n_blk - 1) * P + offs_p
-        nx_in = _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, row[:, None] + t_n[None, :],
-                                mask_d[:, None] & (t_n < L)[None, :], pb * z_extra, HAS_Z, EVEN)
+        nx_in = _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, row, t_begin + (n_blk - 1) * P, offs_p, mask_d,
+                                L, pb * z_extra, HAS_Z, EVEN)
         for bj in range(0, n_blk):
             bi = n_blk - 1 - bj
             t0 = t_begin + bi * P
@@ -1962,9 +1959,9 @@ def _thread_bwd_kernel(
             mask = mask_d[:, None] & (offs_t < L)[None, :]
             io = row[:, None] + offs_t[None, :]
             raws = nx_in
-            t_n = t_begin + tl.maximum(bi - 1, 0) * P + offs_p  # the first P load themselves (unused)
-            nx_in = _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, row[:, None] + t_n[None, :],
-                                    mask_d[:, None] & (t_n < L)[None, :], pb * z_extra, HAS_Z, EVEN)
+            # (the first P positions load themselves again, unused)
+            nx_in = _thread_bwd_raw(u_ptr, delta_ptr, dout_ptr, z_ptr, row, t_begin + tl.maximum(bi - 1, 0) * P,
+                                    offs_p, mask_d, L, pb * z_extra, HAS_Z, EVEN)
             u, raw, dt, dout, zt, sig, dy = _thread_bwd_convert(raws, mask, bias, HAS_BIAS, SOFTPLUS, HAS_Z,
                                                                 FAST_MATH, EVEN)
             dt_cols = _cols(dt)
@@ -2108,7 +2105,8 @@ _THREAD_MIN_CHUNK = 256
 _THREAD_MAX_N = 16
 # Chunks per row of the one-channel-per-thread kernels: the grid's second axis holds at most
 # 65,535, and the backward's chunk adjoints run over chunks up to _THREAD_ADJ_FINE times finer.
-_MAX_CHUNKS = 65535 // 2
+_GRID_Y = 65535
+_MAX_CHUNKS = _GRID_Y // 2
 _THREAD_WORDS = True
 # The backward of chunked rows starts from the adjoint entering each chunk's end. For real scans
 # with 16-bit inputs and at most _THREAD_MAX_N states its first pass (each chunk's own part, E_k)
@@ -2183,7 +2181,7 @@ def _thread_grid(chunks: int, dblocks: int, batch: int) -> tuple:
     within 1%. (A flat grid of chunks x channel blocks, which has no limit on chunks, made the
     forwards slower: (64, 512, 16, 1024) 0.32 -> 0.51 ms, 2^20 4.16 -> 4.46.) `_thread_chunk`
     keeps the chunks within the grid's second axis (_MAX_CHUNKS)."""
-    assert chunks <= 65535 and batch <= 65535, (chunks, batch)
+    assert chunks <= _GRID_Y and batch <= _GRID_Y, (chunks, batch)
     return (dblocks, chunks, batch)
 
 
@@ -2529,11 +2527,15 @@ def _bwd(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softplus, hsa
         return _bwd_thread(dout, dlast_r, u, delta, A_r, Bp, Cp, D, z, delta_bias, delta_softplus, hsave, plan,
                            want_dinit, y_out, dz_out)
     cin = None  # adjoint entering every chunk's end from later chunks
+    C = plan.bt * plan.tpc
+    F = None  # the per-thread chunk adjoints' chunk, where they run
     if K > 1 and _adjoint_per_thread(is_complex, u, dstate):
-        C = plan.bt * plan.tpc
         F = min(C, _thread_chunk(batch, dim, L, 16 // u.element_size(), None, dev))
         if _THREAD_ADJ_SPLIT:
             F = max(1, C // _THREAD_ADJ_SPLIT)
+        if _cdiv(L, F) > _GRID_Y:  # more chunks than their grid holds: the tile kernel below
+            F = None
+    if F is not None:
         cin = _every_mth(_chunk_adjoints_per_thread(u, delta, delta_bias, A_r, Cp, z, dout, dlast_r, delta_softplus,
                                                     F), C // F, K)
     elif K > 1:
