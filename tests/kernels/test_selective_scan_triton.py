@@ -292,15 +292,19 @@ def _bwd_thread_rows() -> list:
     return rows
 
 
+@pytest.mark.parametrize("ring", [3, 4])
 @pytest.mark.parametrize("case", _bwd_thread_rows())
-def test_triton_scan_per_thread_backward_matches_reference(case: Case, monkeypatch, device: torch.device) -> None:
+def test_triton_scan_per_thread_backward_matches_reference(case: Case, ring: int, monkeypatch,
+                                                           device: torch.device) -> None:
     """The backward with one channel per thread (_thread_bwd_kernel), forced, on the real rows of
     a third of the grid and a grouped bf16 row: every flag, B / C layout and dtype, chunks with
-    their adjoints, ragged rows. Rows whose groups are narrower than a program's channels keep
-    the tile backward (the rule), and must still match."""
+    their adjoints, ragged rows; rings of three and four loads in the state loop (``ring``: N
+    taken RING indices per iteration, and a tail of N % RING). Rows whose groups are narrower than a
+    program's channels keep the tile backward (the rule), and must still match."""
     from seqmodels.kernels.selective_scan import triton_scan as ts
 
     monkeypatch.setattr(ts, "_BWD_PER_THREAD", True)
+    monkeypatch.setattr(ts, "_THREAD_BWD_RING", ring)
     spy = _LaunchSpy(ts._thread_bwd_kernel)
     monkeypatch.setattr(ts, "_thread_bwd_kernel", spy)
     check_case(case, device)
@@ -842,13 +846,17 @@ def test_triton_scan_inference_forward_matches_reference_gpu(case: Case, device:
     pytest.param(Case(2, 64, 8, 4096, None, dtype="bf16", b="const", c="var", has_z=False),
                  id="real-bf16-const-B-N8"),
 ])
-def test_triton_scan_per_thread_backward_matches_reference_gpu(case: Case, monkeypatch, device: torch.device) -> None:
+@pytest.mark.parametrize("ring", [3, 4])
+def test_triton_scan_per_thread_backward_matches_reference_gpu(case: Case, ring: int, monkeypatch,
+                                                               device: torch.device) -> None:
     """The per-thread backward (_thread_bwd_kernel), forced and compiled: rows split into chunks,
-    grouped and constant B / C, ragged rows and channels; the variable dB / dC summed by the
-    reduce-scatter across the warp (``SHFL``, which the interpreter cannot run)."""
+    grouped and constant B / C, ragged rows and channels, rings of three and four loads; the
+    variable dB / dC summed by the reduce-scatter across the warp (``SHFL``, which the
+    interpreter cannot run)."""
     from seqmodels.kernels.selective_scan import triton_scan
 
     monkeypatch.setattr(triton_scan, "_BWD_PER_THREAD", True)
+    monkeypatch.setattr(triton_scan, "_THREAD_BWD_RING", ring)
     spy = _LaunchSpy(triton_scan._thread_bwd_kernel)
     monkeypatch.setattr(triton_scan, "_thread_bwd_kernel", spy)
     check_case(case, device)

@@ -1749,7 +1749,7 @@ def _thread_bwd_loads(s_h, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base, offs_d
                       P: tl.constexpr, WORDS: tl.constexpr, EVEN: tl.constexpr):
     """What state index n of a per-thread backward's P positions reads: (the state entering
     them, the adjoint and the dA sum carried from the positions after them, A[:, n], the rows of B
-    and C as loaded). `_thread_bwd_kernel` asks for them two indices ahead. The adjoint and dA
+    and C as loaded). `_thread_bwd_kernel` asks for them RING - 1 indices ahead. The adjoint and dA
     sums, read again at the next P positions, are loaded to be evicted last: measured on an H100,
     whole backward, GPU time, ms, one index ahead without -> with that policy -> two indices
     ahead: (1, 256, 16, 2^20) bf16 16.93 -> 15.95 -> 15.79-15.88 (its main kernel 14.83 -> 13.64
@@ -1851,6 +1851,26 @@ def _thread_bc_grads(dB_cols, dC_cols, n, dB_ptr, dC_ptr, gb_base, gB2, gc_base,
 
 
 @triton.jit
+def _thread_bwd_index(ld, m, dt_cols, dtu_cols, dy_cols, ys, gBs, gAws, s_g, s_a, s_b, s_c, dB_ptr, dC_ptr,
+                      gb_base, gB2, gc_base, gC2, t0, offs_t, L, lane, NEED_Y: tl.constexpr, BLOCK_D: tl.constexpr,
+                      P: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr, WORDS: tl.constexpr,
+                      SHFL: tl.constexpr):
+    """State index m of a per-thread backward's P positions from what `_thread_bwd_loads` read
+    for it (``ld``): `_thread_bwd_state`, the adjoint and dA sums back to the scratch, the dB and
+    dC columns summed over the channels and added; returns the per-position sums over states."""
+    h, g_next, dA, A_n, raw_b, raw_c = ld
+    b_cols = _bc_unpack(raw_b, VAR_B, P, WORDS)
+    c_cols = _bc_unpack(raw_c, VAR_C, P, WORDS)
+    g_next, dA, ys, gBs, gAws, dB_cols, dC_cols = _thread_bwd_state(
+        h, g_next, dA, A_n * LOG2E, b_cols, c_cols, dt_cols, dtu_cols, dy_cols, ys, gBs, gAws, NEED_Y, P)
+    tl.store(s_g + m * BLOCK_D, g_next)
+    tl.store(s_a + m * BLOCK_D, dA)
+    _thread_bc_grads(dB_cols, dC_cols, m, dB_ptr, dC_ptr, gb_base, gB2, gc_base, gC2, t0, offs_t, L, s_b, s_c, lane,
+                     BLOCK_D, P, VAR_B, VAR_C, SHFL)
+    return ys, gBs, gAws
+
+
+@triton.jit
 def _thread_bwd_kernel(
     # pointers: inputs (hin: the states entering every tile, as the forward saved them; cin: the
     # adjoint entering each chunk's end); scratch: per program, the states entering every P
@@ -1869,6 +1889,7 @@ def _thread_bwd_kernel(
     VAR_C: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_HIN: tl.constexpr, HAS_CIN: tl.constexpr, WRITE_DINIT: tl.constexpr,
     WRITE_Y: tl.constexpr, FAST_MATH: tl.constexpr, WORDS: tl.constexpr, EVEN: tl.constexpr, SHFL: tl.constexpr,
+    RING: tl.constexpr,
 ):
     """The backward of a real scan with one channel per thread (as `_thread_fwd_kernel`):
     BLOCK_D channels of batch row ``program_id(2)``, chunk ``program_id(1)``, its tiles from
@@ -1972,28 +1993,31 @@ def _thread_bwd_kernel(
             gBs = ys
             gAws = ys
             # one state index at a time; what each index reads (its scratch values, A, the rows of
-            # B and C) is loaded two indices ahead (see _thread_bwd_loads)
-            nx = _thread_bwd_loads(s_h + (bi * N) * BLOCK_D, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base, offs_d,
-                                   mask_d, 0, sB2, sC2, t0, L, Lw, N, BLOCK_D, VAR_B, VAR_C, P, WORDS, EVEN)
-            n2 = _thread_bwd_loads(s_h + (bi * N) * BLOCK_D, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base, offs_d,
-                                   mask_d, 1 if N > 1 else 0, sB2, sC2, t0, L, Lw, N, BLOCK_D, VAR_B, VAR_C, P,
-                                   WORDS, EVEN)
-            for m in range(0, N):
-                h, g_next, dA, A_n, raw_b, raw_c = nx
-                A_n = A_n * LOG2E
-                nx = n2
-                n2 = _thread_bwd_loads(s_h + (bi * N) * BLOCK_D, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base,
-                                       offs_d, mask_d, tl.minimum(m + 2, N - 1), sB2, sC2, t0, L, Lw, N, BLOCK_D,
-                                       VAR_B, VAR_C, P, WORDS, EVEN)  # the last two load what they have (unused)
-                b_cols = _bc_unpack(raw_b, VAR_B, P, WORDS)
-                c_cols = _bc_unpack(raw_c, VAR_C, P, WORDS)
-                g_next, dA, ys, gBs, gAws, dB_cols, dC_cols = _thread_bwd_state(
-                    h, g_next, dA, A_n, b_cols, c_cols, dt_cols, dtu_cols, dy_cols, ys, gBs, gAws,
-                    HAS_Z or WRITE_Y, P)
-                tl.store(s_g + m * BLOCK_D, g_next)
-                tl.store(s_a + m * BLOCK_D, dA)
-                _thread_bc_grads(dB_cols, dC_cols, m, dB_ptr, dC_ptr, gb_base, gB2, gc_base, gC2, t0, offs_t, L,
-                                 s_b, s_c, lane, BLOCK_D, P, VAR_B, VAR_C, SHFL)
+            # B and C) is loaded RING - 1 indices ahead (see _thread_bwd_loads), into a ring of
+            # RING loads: each refilled as soon as its index is done, so nothing is copied between
+            # registers at the loop's back edge
+            s_hb = s_h + (bi * N) * BLOCK_D
+            xs = ()
+            for r in tl.static_range(RING):
+                xs = xs + (_thread_bwd_loads(s_hb, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base, offs_d, mask_d,
+                                             tl.minimum(r, N - 1), sB2, sC2, t0, L, Lw, N, BLOCK_D, VAR_B, VAR_C, P,
+                                             WORDS, EVEN),)
+            for m in range(0, N - N % RING, RING):
+                for r in tl.static_range(RING):
+                    ys, gBs, gAws = _thread_bwd_index(
+                        xs[0], m + r, dt_cols, dtu_cols, dy_cols, ys, gBs, gAws, s_g, s_a, s_b, s_c, dB_ptr, dC_ptr,
+                        gb_base, gB2, gc_base, gC2, t0, offs_t, L, lane, HAS_Z or WRITE_Y, BLOCK_D, P, VAR_B,
+                        VAR_C, WORDS, SHFL)
+                    # (the last indices load what they have, unused)
+                    xs = xs[1:] + (_thread_bwd_loads(s_hb, s_g, s_a, A_ptr, B_ptr, C_ptr, b_base, c_base, offs_d,
+                                                     mask_d, tl.minimum(m + r + RING, N - 1), sB2, sC2, t0, L, Lw,
+                                                     N, BLOCK_D, VAR_B, VAR_C, P, WORDS, EVEN),)
+            # the last N % RING indices, which the ring holds in order now
+            for r in tl.static_range(N % RING):
+                ys, gBs, gAws = _thread_bwd_index(
+                    xs[r], N - N % RING + r, dt_cols, dtu_cols, dy_cols, ys, gBs, gAws, s_g, s_a, s_b, s_c, dB_ptr,
+                    dC_ptr, gb_base, gB2, gc_base, gC2, t0, offs_t, L, lane, HAS_Z or WRITE_Y, BLOCK_D, P, VAR_B,
+                    VAR_C, WORDS, SHFL)
             y = 0.0
             if HAS_Z or WRITE_Y:
                 y = _from_cols(ys)
@@ -2138,6 +2162,15 @@ _BWD_PER_THREAD = "auto"
 _THREAD_BWD_WARPS = 1
 _THREAD_BWD_P = None
 _THREAD_BWD_SHFL = True
+# The per-thread backward's state loop takes RING state indices per iteration, each index's loads
+# refilled into a ring of RING sets as soon as it is done: RING - 1 indices ahead with no register
+# copy at the back edge (N % RING indices after the loop). Measured on an H100, whole backward,
+# GPU time, ms, two ahead through a rotation of two sets (it compiled to a copy at each index's
+# top, which waited on the loads) -> ring of 3 -> ring of 4: (1, 256, 16, 2^20) bf16 14.25-14.26 ->
+# 13.40-13.53 -> 13.31 (the kernel 12.04 -> 11.20 -> 10.94), (8, 1536, 16, 16384) 10.18 -> 9.63
+# -> 9.51, (8, 1536, 16, 4096) 2.72 -> 2.56 (ring of 3), (64, 512, 16, 1024) 1.52 -> 1.41 -> 1.39;
+# 248 -> 255 registers, no spills.
+_THREAD_BWD_RING = 4
 
 
 def _two_pass(is_complex: bool, u: Tensor, write_states: bool, plan) -> bool:
@@ -2643,7 +2676,8 @@ def _bwd_thread(dout, dlast, u, delta, A, Bp, Cp, D, z, delta_bias, delta_softpl
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_HIN=hsave is not None,
         HAS_CIN=cin is not None, WRITE_DINIT=want_dinit, WRITE_Y=y_out is not None, FAST_MATH=_fast_math(u),
         WORDS=words, EVEN=L % P == 0 and dim % block_d == 0,
-        SHFL=_THREAD_BWD_SHFL and block_d == 32 and not _interpreting(), num_warps=_THREAD_BWD_WARPS)
+        SHFL=_THREAD_BWD_SHFL and block_d == 32 and not _interpreting(), RING=_THREAD_BWD_RING,
+        num_warps=_THREAD_BWD_WARPS)
     return _bwd_outputs(du, ddelta, dA, dB, dC, dD, dz, dbias, dinit, False, var_b, var_c)
 
 
