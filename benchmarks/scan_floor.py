@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from seqmodels.kernels.selective_scan.triton_scan import LOG2E
+
 MODES = ("state", "scan")
 
 
@@ -45,7 +47,7 @@ def _floor_kernel(out_ptr, dt0_ptr, A_ptr, B_ptr, C_ptr, steps, N: tl.constexpr,
     Cs = ()
     hs = ()
     for n in tl.static_range(N):
-        As = As + (tl.load(A_ptr + n) * 1.4426950408889634,)
+        As = As + (tl.load(A_ptr + n) * LOG2E,)
         Bs = Bs + (tl.load(B_ptr + n),)
         Cs = Cs + (tl.load(C_ptr + n),)
         hs = hs + (tl.zeros([BLOCK], dtype=tl.float32),)
